@@ -1,0 +1,1 @@
+"""One module per CLI command: parse, call the stage, print a summary."""

@@ -1,0 +1,291 @@
+"""The typed, validated, frozen config: the keys of DESIGN.md and the rules between them.
+
+Every section forbids unknown keys. Values are checked here, once; no other module re-checks
+them. Defaults are the two-phase transfer-learning recipe of the Keras guide. Derived defaults
+(run name, image size, whether BatchNorm trains) are filled in by `Config.resolved`, so the
+config written to a run directory holds every value explicitly and reloads to the same run.
+
+Relative paths (`data.path`, a weights file) resolve against the config file's folder, passed
+as the validation context `base_dir`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+)
+
+from transferctl import backbones
+
+# ----------------------------------------------------------------------------------------------
+# Freezing: all | none | {first: N} | {until: LAYER_NAME} | {last_trainable: N}
+# ----------------------------------------------------------------------------------------------
+
+FREEZE_CHOICES = "all, none, {first: N}, {until: LAYER_NAME}, {last_trainable: N}"
+
+
+class Freeze(BaseModel):
+    """Which backbone layers stay frozen. Layers are counted as in `backbone.layers`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: Literal["all", "none", "first", "until", "last_trainable"]
+    value: int | str | None = None
+
+    def to_yaml(self) -> str | dict[str, int | str]:
+        if self.mode in ("all", "none"):
+            return self.mode
+        assert self.value is not None
+        return {self.mode: self.value}
+
+    def describe(self) -> str:
+        plain = self.to_yaml()
+        if isinstance(plain, str):
+            return plain
+        ((key, value),) = plain.items()
+        return f"{{{key}: {value}}}"
+
+
+def _parse_freeze(value: Any) -> Freeze:
+    if isinstance(value, Freeze):
+        return value
+    if value is None or value is False:
+        return Freeze(mode="none")
+    if value is True:
+        return Freeze(mode="all")
+    if isinstance(value, str) and value.strip().lower() in ("all", "none"):
+        return Freeze(mode=value.strip().lower())  # type: ignore[arg-type]
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, inner),) = value.items()
+        if key in ("first", "last_trainable"):
+            if isinstance(inner, bool) or not isinstance(inner, int) or inner < 0:
+                raise ValueError(f"`{key}` expects a whole number >= 0; got {inner!r}")
+            return Freeze(mode=key, value=inner)
+        if key == "until":
+            if not isinstance(inner, str) or not inner:
+                raise ValueError(f"`until` expects a layer name; got {inner!r}")
+            return Freeze(mode="until", value=inner)
+    raise ValueError(f"expected one of {FREEZE_CHOICES}; got {value!r}")
+
+
+def _freeze_to_yaml(value: Freeze) -> str | dict[str, int | str]:
+    return value.to_yaml()
+
+
+FreezeSpec = Annotated[Freeze, PlainSerializer(_freeze_to_yaml)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Augment(Section):
+    """Train-only augmentation, as Keras preprocessing layers."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
+    rotation: Fraction = 0.0
+    zoom: Fraction = 0.0
+    contrast: Fraction = 0.0
+    translate: Fraction = 0.0
+
+
+class Data(Section):
+    source: Literal["cifar10", "cifar100", "folder", "digits"] = "digits"
+    path: Path | None = None
+    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = None
+    validation_split: Fraction = 0.1
+    test_split: Fraction = 0.0
+    limit: Annotated[int, Field(gt=0)] | None = None
+    batch_size: Annotated[int, Field(gt=0)] = 32
+    augment: Augment = Augment()
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square_from_int(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)
+        if isinstance(value, list | tuple) and len(value) != 2:
+            raise ValueError(f"expected [height, width]; got {list(value)!r}")
+        return value
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _resolve_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if not path.exists():
+            raise ValueError(f"folder not found: {path}")
+        if not path.is_dir():
+            raise ValueError(f"expected a folder of class sub-folders; got the file {path}")
+        return path
+
+
+# ----------------------------------------------------------------------------------------------
+# model
+# ----------------------------------------------------------------------------------------------
+
+
+class Head(Section):
+    pooling: Literal["avg", "max", "flatten"] = "avg"
+    hidden: list[Annotated[int, Field(gt=0)]] = [256]
+    dropout: Fraction = 0.2
+
+
+class Model(Section):
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    freeze: FreezeSpec = Freeze(mode="all")
+    train_batchnorm: bool | None = None
+    head: Head = Head()
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze(cls, value: Any) -> Freeze:
+        return _parse_freeze(value)
+
+    @field_validator("backbone", mode="after")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        spec = backbones.find(value)
+        if spec is None:
+            close = backbones.suggest(value)
+            hint = f" (did you mean {close}?)" if close else ""
+            raise ValueError(
+                f"unknown backbone {value!r}{hint}; `transferctl backbones` lists them"
+            )
+        return spec.name
+
+    @field_validator("weights", mode="after")
+    @classmethod
+    def _weights_source(cls, value: str, info: ValidationInfo) -> str:
+        if value.strip().lower() in ("imagenet", "none"):
+            return value.strip().lower()
+        path = _resolve(Path(value), info)
+        if not path.exists():
+            raise ValueError(
+                f"expected imagenet, none, a .weights.h5/.h5/.keras file or a transferctl run "
+                f"directory; {path} does not exist"
+            )
+        if path.is_dir():
+            if not (path / "model.keras").is_file():
+                raise ValueError(
+                    f"{path} is not a finished transferctl run (it has no model.keras)"
+                )
+        elif not path.name.endswith((".h5", ".keras")):
+            raise ValueError(f"expected a .weights.h5, .h5 or .keras file; got {path.name}")
+        return str(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------------------
+
+
+class Phase(Section):
+    name: str
+    epochs: Annotated[int, Field(gt=0)]
+    learning_rate: Annotated[float, Field(gt=0.0)]
+    freeze: FreezeSpec | None = None
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze(cls, value: Any) -> Freeze | None:
+        return None if value is None else _parse_freeze(value)
+
+
+class EarlyStopping(Section):
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: Annotated[int, Field(gt=0)] = 3
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+DEFAULT_PHASES = (
+    Phase(name="head", epochs=5, learning_rate=1.0e-3),
+    Phase(
+        name="finetune",
+        epochs=5,
+        learning_rate=1.0e-5,
+        freeze=Freeze(mode="last_trainable", value=20),
+    ),
+)
+
+
+class Train(Section):
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
+    weight_decay: Annotated[float, Field(ge=0.0)] | None = None
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    label_smoothing: Fraction = 0.0
+    mixed_precision: Literal["auto", "off", "float16", "bfloat16"] = "auto"
+    early_stopping: EarlyStopping | None = None
+    restore_best: bool = True
+    phases: Annotated[list[Phase], Field(min_length=1)] = list(DEFAULT_PHASES)
+
+
+class Output(Section):
+    runs_dir: Path = Path("runs")
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole config
+# ----------------------------------------------------------------------------------------------
+
+
+class Config(Section):
+    name: str | None = None
+    seed: int = 42
+    data: Data = Data()
+    model: Model = Model()
+    train: Train = Train()
+    output: Output = Output()
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value.startswith(".")):
+            raise ValueError(f"expected a plain file-name prefix; got {value!r}")
+        return value
+
+    def resolved(self, default_name: str) -> Config:
+        """Fill in the derived defaults, so that every value is explicit."""
+        spec = backbones.get(self.model.backbone)
+        data = self.data
+        if data.image_size is None:
+            data = data.model_copy(update={"image_size": (spec.native_size, spec.native_size)})
+        model = self.model
+        if model.train_batchnorm is None:
+            # From scratch, BatchNorm must learn its statistics; on pretrained weights the
+            # Keras recipe keeps it frozen and in inference mode.
+            model = model.model_copy(update={"train_batchnorm": model.weights == "none"})
+        return self.model_copy(
+            update={"name": self.name or default_name, "data": data, "model": model}
+        )
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        assert self.data.image_size is not None, "call resolved() first"
+        return self.data.image_size
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    path = path.expanduser()
+    if not path.is_absolute():
+        base_dir = (info.context or {}).get("base_dir")
+        path = (Path(base_dir) if base_dir else Path.cwd()) / path
+    return path.resolve()

@@ -1,0 +1,108 @@
+"""User-facing errors and the one place that maps failures to exit codes.
+
+A `UserError` is a mistake the user can fix (config, data, paths, missing weights): it prints
+one line, `error: <where>: <what was wrong>; <what to do>`, and exits 2, with no traceback
+unless `--debug` or `TRANSFERCTL_DEBUG=1`. Anything else is a bug or an environment failure:
+exit 1. Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A mistake in the user's input, reported as one line and exit code 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, where: str, what: str, fix: str | None = None) -> None:
+        self.where = where
+        self.what = what
+        self.fix = fix
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        text = f"{self.where}: {self.what}"
+        return f"{text}; {self.fix}" if self.fix else text
+
+
+class ConfigErrors(UserError):
+    """Several config mistakes found at once: one line each."""
+
+    def __init__(self, errors: list[UserError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.where, first.what, first.fix)
+
+    def lines(self) -> list[str]:
+        return [error.line() for error in self.errors]
+
+
+class TrainingFailed(Exception):
+    """Training could not go on (for example a NaN loss); exit 1, the run directory is kept."""
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("TRANSFERCTL_DEBUG", "") not in ("", "0", "false")
+
+
+def print_error(line: str) -> None:
+    print(f"error: {line}", file=sys.stderr, flush=True)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(command: F) -> F:
+    """Wrap a CLI command so every failure ends in the documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except ConfigErrors as error:
+            _maybe_traceback()
+            for line in error.lines():
+                print_error(line)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except UserError as error:
+            _maybe_traceback()
+            print_error(error.line())
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except TrainingFailed as error:
+            _maybe_traceback()
+            print_error(str(error))
+            raise typer.Exit(EXIT_FAILURE) from None
+        except Exception as error:  # noqa: BLE001 - the last line of defence
+            if debug_enabled():
+                traceback.print_exc()
+            print_error(
+                f"unexpected failure: {type(error).__name__}: {error}; "
+                "rerun with --debug for the traceback and report it"
+            )
+            raise typer.Exit(EXIT_FAILURE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _maybe_traceback() -> None:
+    if debug_enabled():
+        traceback.print_exc()
