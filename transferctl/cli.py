@@ -62,7 +62,9 @@ def finetune(
     overrides: SetOption = None,
     run_dir: Annotated[
         Path | None,
-        typer.Option("--run-dir", help="Use this run directory (new or empty) instead of a new one."),
+        typer.Option(
+            "--run-dir", help="Use this run directory (new or empty) instead of a new one."
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:

@@ -1,0 +1,24 @@
+"""A set of labelled examples: in-memory uint8 images, or image file paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Examples:
+    labels: np.ndarray
+    images: np.ndarray | None = None  # uint8 [N, H, W, 3]
+    paths: np.ndarray | None = None  # str [N]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, indices: np.ndarray) -> Examples:
+        return Examples(
+            labels=self.labels[indices],
+            images=None if self.images is None else self.images[indices],
+            paths=None if self.paths is None else self.paths[indices],
+        )

@@ -1,0 +1,124 @@
+"""Where images come from: digits, CIFAR-10/100, a folder. No TensorFlow graph work here.
+
+Each loader returns the splits the source itself defines (`train`, and `val`/`test` when it
+has them) as `Examples`: uint8 arrays for in-memory sets, file paths for folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from transferctl.data.examples import Examples
+from transferctl.downloads import bounded_download
+from transferctl.errors import UserError
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+CIFAR100_CLASSES = """
+apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly
+camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup
+dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower
+leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid
+otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray
+road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar
+sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle
+wardrobe whale willow_tree wolf woman worm
+""".split()
+
+CIFAR_CACHE_FILES = {
+    "cifar10": "cifar-10-batches-py-target_archive",
+    "cifar100": "cifar-100-python-target_archive",
+}
+
+
+def load_digits() -> tuple[dict[str, Examples], list[str]]:
+    """scikit-learn's 1,797 handwritten digits (8x8 scans, shipped with the package), as RGB."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    gray = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    rgb = np.repeat(gray[..., np.newaxis], 3, axis=-1)
+    labels = bunch.target.astype(np.int32)
+    return {"train": Examples(labels=labels, images=rgb)}, [str(d) for d in range(10)]
+
+
+def load_cifar(source: str) -> tuple[dict[str, Examples], list[str]]:
+    """CIFAR-10/100 through Keras's download and cache; fails fast and clearly offline."""
+    from transferctl import runtime
+
+    datasets = runtime.keras().datasets
+    loader = datasets.cifar10 if source == "cifar10" else datasets.cifar100
+    with bounded_download("data.source", "datasets", CIFAR_CACHE_FILES[source]):
+        (x_train, y_train), (x_test, y_test) = loader.load_data()
+    names = CIFAR10_CLASSES if source == "cifar10" else CIFAR100_CLASSES
+    return (
+        {
+            "train": Examples(labels=y_train.reshape(-1).astype(np.int32), images=x_train),
+            "test": Examples(labels=y_test.reshape(-1).astype(np.int32), images=x_test),
+        },
+        list(names),
+    )
+
+
+def load_folder(root: Path) -> tuple[dict[str, Examples], list[str]]:
+    """Class sub-folders under `root`, or `train/` [`val/`] [`test/`] each holding them."""
+    if (root / "train").is_dir():
+        layout = {"train": root / "train", "val": root / "val", "test": root / "test"}
+        layout = {split: folder for split, folder in layout.items() if folder.is_dir()}
+    else:
+        layout = {"train": root}
+    class_names = _class_folders(layout["train"])
+    if len(class_names) < 2:
+        raise UserError(
+            "data.path",
+            f"{layout['train']} has {len(class_names)} class folder(s); a classifier needs >= 2",
+            "put each class's images in its own sub-folder",
+        )
+    splits: dict[str, Examples] = {}
+    for split, folder in layout.items():
+        names = _class_folders(folder)
+        if split != "train" and names != class_names:
+            missing = sorted(set(class_names) - set(names))
+            extra = sorted(set(names) - set(class_names))
+            raise UserError(
+                "data.path",
+                f"{folder} has other classes than train/ (missing: {missing or 'none'}; "
+                f"extra: {extra or 'none'})",
+                "give every split the same class folders",
+            )
+        paths: list[str] = []
+        labels: list[int] = []
+        for index, name in enumerate(class_names):
+            files = _image_files(folder / name)
+            if not files and split == "train":
+                raise UserError(
+                    "data.path",
+                    f"class folder {folder / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})",
+                    "add images or remove the folder",
+                )
+            paths.extend(files)
+            labels.extend([index] * len(files))
+        splits[split] = Examples(labels=np.asarray(labels, np.int32), paths=np.asarray(paths))
+    return splits, class_names
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+
+
+def _image_files(folder: Path) -> list[str]:
+    found = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # hidden files and folders (.DS_Store, macOS ._x.jpg)
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            found.append(str(path))
+    return found

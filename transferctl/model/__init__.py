@@ -1,0 +1,1 @@
+"""The model stage: backbone + weights, preprocessing inside, a new head, freezing."""

@@ -1,0 +1,121 @@
+"""Build a `keras.applications` backbone and load its starting weights.
+
+`weights` is `imagenet` (Keras's download and cache, bounded and explained offline), `none`,
+a `.weights.h5`/`.h5` file, a `.keras` file, or a transferctl run directory (its trained
+backbone). Loading a file or run never needs the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transferctl import runtime
+from transferctl.backbones import BackboneSpec
+from transferctl.downloads import bounded_download
+from transferctl.errors import UserError
+
+BACKBONE_LAYER_NAME = "backbone"
+
+
+def build_backbone(spec: BackboneSpec, image_size: tuple[int, int], weights: str) -> Any:
+    """The backbone without its classifier, with `weights` loaded."""
+    keras = runtime.keras()
+    constructor = getattr(keras.applications, spec.keras_name)
+    kwargs: dict[str, Any] = {
+        "include_top": False,
+        "input_shape": (image_size[0], image_size[1], 3),
+        "weights": "imagenet" if weights == "imagenet" else None,
+        "name": BACKBONE_LAYER_NAME,
+    }
+    if spec.has_preprocessing_switch:
+        kwargs["include_preprocessing"] = True
+    try:
+        if weights == "imagenet":
+            with bounded_download("model.weights", "models"):
+                backbone = constructor(**kwargs)
+        else:
+            backbone = constructor(**kwargs)
+    except ValueError as error:
+        raise UserError(
+            "data.image_size",
+            f"{spec.name} cannot be built at {list(image_size)}: {_first_line(error)}",
+            f"try its native size [{spec.native_size}, {spec.native_size}]",
+        ) from None
+    if weights not in ("imagenet", "none"):
+        load_backbone_weights(backbone, spec, Path(weights))
+    return backbone
+
+
+def load_backbone_weights(backbone: Any, spec: BackboneSpec, source: Path) -> None:
+    """Copy weights from a file or an earlier run into `backbone` (same architecture)."""
+    if source.is_dir():
+        _check_run_backbone(source, spec)
+        source_model = _load_keras_file(source / "model.keras")
+        _copy_from(_find_backbone(source_model) or source_model, backbone, source)
+    elif source.name.endswith(".keras"):
+        source_model = _load_keras_file(source)
+        _copy_from(_find_backbone(source_model) or source_model, backbone, source)
+    else:
+        try:
+            backbone.load_weights(str(source))
+        except Exception as error:
+            raise UserError(
+                "model.weights",
+                f"{source} does not fit {spec.name}: {_first_line(error)}",
+                "use weights saved from the same backbone (include_top=False)",
+            ) from None
+
+
+def _check_run_backbone(run_dir: Path, spec: BackboneSpec) -> None:
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        return
+    saved = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    used = str((saved.get("model") or {}).get("backbone", ""))
+    if used and used != spec.name:
+        raise UserError(
+            "model.weights",
+            f"the run {run_dir} trained backbone {used}, this config asks for {spec.name}",
+            f"set model.backbone: {used}, or start from another run",
+        )
+
+
+def _load_keras_file(path: Path) -> Any:
+    from transferctl.model import preprocess  # noqa: F401 - registers the custom layer
+
+    keras = runtime.keras()
+    try:
+        return keras.saving.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as error:
+        raise UserError(
+            "model.weights", f"cannot load {path}: {_first_line(error)}", "check the file"
+        ) from None
+
+
+def _find_backbone(model: Any) -> Any:
+    for layer in model.layers:
+        if layer.name == BACKBONE_LAYER_NAME and hasattr(layer, "layers"):
+            return layer
+    return None
+
+
+def _copy_from(source: Any, target: Any, origin: Path) -> None:
+    source_weights = source.get_weights()
+    target_shapes = [tuple(w.shape) for w in target.weights]
+    source_shapes = [tuple(w.shape) for w in source_weights]
+    if source_shapes != target_shapes:
+        raise UserError(
+            "model.weights",
+            f"the backbone in {origin} does not match this backbone "
+            f"({len(source_shapes)} weight tensors there, {len(target_shapes)} here)",
+            "start from a run or file with the same backbone",
+        )
+    target.set_weights(source_weights)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

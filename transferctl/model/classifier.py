@@ -1,0 +1,48 @@
+"""Assemble the classifier: 0-255 RGB -> backbone preprocessing -> backbone -> new head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transferctl import runtime
+from transferctl.backbones import BackboneSpec
+from transferctl.config.schema import Head
+from transferctl.model.backbone import build_backbone
+from transferctl.model.preprocess import BackbonePreprocess
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "predictions"
+
+
+def build_classifier(
+    spec: BackboneSpec,
+    image_size: tuple[int, int],
+    weights: str,
+    head: Head,
+    num_classes: int,
+) -> tuple[Any, Any]:
+    """The model and its backbone (a nested layer named `backbone`).
+
+    The softmax runs in float32 so mixed-precision training stays numerically stable.
+    """
+    keras = runtime.keras()
+    layers = keras.layers
+    backbone = build_backbone(spec, image_size, weights)
+    inputs = keras.Input((image_size[0], image_size[1], 3), name=INPUT_NAME)
+    x = BackbonePreprocess(spec.preprocess, name="preprocess")(inputs)
+    x = backbone(x)
+    if head.pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    elif head.pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="pool")(x)
+    else:
+        x = layers.Flatten(name="pool")(x)
+    for index, units in enumerate(head.hidden):
+        x = layers.Dense(units, activation="relu", name=f"hidden_{index}")(x)
+        if head.dropout > 0:
+            x = layers.Dropout(head.dropout, name=f"dropout_{index}")(x)
+    if not head.hidden and head.dropout > 0:
+        x = layers.Dropout(head.dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
+    model = keras.Model(inputs, outputs, name="transferctl_classifier")
+    return model, backbone

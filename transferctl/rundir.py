@@ -1,0 +1,104 @@
+"""One run, one directory: created once, never overwritten, every file written atomically.
+
+Layout (DESIGN.md): config.yaml, env.json, labels.txt, history.csv, metrics.json, model.keras,
+checkpoints/, tensorboard/. Writes go to a temporary file in the same folder, are fsynced and
+renamed over the target, so a kill at any moment leaves the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from transferctl.errors import UserError
+
+CONFIG = "config.yaml"
+ENV = "env.json"
+LABELS = "labels.txt"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+MODEL = "model.keras"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+
+
+def check_writable(runs_dir: Path) -> None:
+    """Fail before any work when runs can't be written (read-only, a file in the way)."""
+    probe_dir = runs_dir
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UserError("output.runs_dir", f"{probe_dir} is a file, not a folder", "pick a folder")
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise UserError(
+            "output.runs_dir", f"cannot write in {probe_dir}", "pick a folder you can write to"
+        )
+
+
+def create(runs_dir: Path, name: str, explicit: Path | None = None) -> Path:
+    """A new run directory: `runs_dir/<name>-<UTC timestamp>`, or `explicit` if new or empty."""
+    if explicit is not None:
+        path = explicit.resolve()
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UserError(
+                "--run-dir",
+                f"{path} already exists and is not empty; runs are never overwritten",
+                "pass a new or empty folder",
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        suffix = "" if attempt == 0 else f"-{attempt + 1}"
+        path = runs_dir / f"{name}-{stamp}{suffix}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path.resolve()
+    raise UserError("output.runs_dir", f"too many runs named {name}-{stamp}", "wait a second")
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside `target`; renamed over it when the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent
+    )
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, target)
+        _fsync_dir(target.parent)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def write_text(target: Path, text: str) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_json(target: Path, data: Any) -> None:
+    write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

@@ -1,0 +1,1 @@
+"""The training stage: phases in order, each with its own freezing, optimizer and schedule."""
