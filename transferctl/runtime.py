@@ -21,7 +21,6 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
-
 # TensorFlow's native start-up lines: absl-formatted logs and the CPU-instructions notice.
 _TF_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog|[IWEF]\d{4} \d\d:\d\d:\d\d"

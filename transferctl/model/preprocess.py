@@ -13,6 +13,7 @@ from transferctl import runtime
 
 keras = runtime.keras()
 ops = keras.ops
+Layer: Any = keras.layers.Layer
 
 _IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -20,7 +21,7 @@ _TORCH_STD = (0.229, 0.224, 0.225)
 
 
 @keras.saving.register_keras_serializable(package="transferctl")
-class BackbonePreprocess(keras.layers.Layer):  # type: ignore[misc,name-defined]
+class BackbonePreprocess(Layer):
     """0-255 RGB in, what the backbone's ImageNet weights expect out.
 
     Args:

@@ -1,4 +1,4 @@
-"""Keras callbacks for a transferctl phase: validation, best weights, history, checkpoints, progress.
+"""Keras callbacks for a phase: validation, best weights, history, checkpoints, progress.
 
 Validation runs in a callback rather than through `fit(validation_data=...)`, so that in phases
 where BatchNorm trains its statistics are recomputed exactly *before* the epoch is scored: the
@@ -31,6 +31,7 @@ from transferctl import rundir, runtime
 from transferctl.model.batchnorm import recompute_statistics
 
 keras = runtime.keras()
+Callback: Any = keras.callbacks.Callback
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -44,7 +45,7 @@ HISTORY_COLUMNS = (
 )
 
 
-class EpochValidation(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+class EpochValidation(Callback):
     """Recompute BatchNorm statistics (when they trained), then score the validation split."""
 
     def __init__(self, validation: Any | None, batchnorm_images: Callable[[], Any] | None) -> None:
@@ -60,7 +61,7 @@ class EpochValidation(keras.callbacks.Callback):  # type: ignore[misc,name-defin
             logs.update({f"val_{name}": float(value) for name, value in scores.items()})
 
 
-class BestWeights(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+class BestWeights(Callback):
     """Keep the weights of the best epoch in memory; `restore()` puts them back."""
 
     def __init__(self, monitor: str) -> None:
@@ -86,7 +87,7 @@ class BestWeights(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
         return self.best_epoch
 
 
-class HistoryWriter(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+class HistoryWriter(Callback):
     """history.csv: one row per epoch, rewritten atomically after each epoch."""
 
     def __init__(self, path: Path, phase: str, rows: list[dict[str, Any]]) -> None:
@@ -130,7 +131,7 @@ def current_learning_rate(model: Any) -> float:
     return float(rate.numpy() if hasattr(rate, "numpy") else rate)
 
 
-class EpochCheckpoint(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+class EpochCheckpoint(Callback):
     """checkpoints/last.weights.h5 and state.json after every epoch, written atomically."""
 
     def __init__(self, folder: Path, phase_index: int, phase: str) -> None:
@@ -146,7 +147,7 @@ class EpochCheckpoint(keras.callbacks.Callback):  # type: ignore[misc,name-defin
         rundir.write_text(self.folder / "state.json", json.dumps(state) + "\n")
 
 
-class ProgressDisplay(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+class ProgressDisplay(Callback):
     """A rich progress bar per phase on a terminal; one plain line per epoch otherwise."""
 
     def __init__(

@@ -1,0 +1,39 @@
+# transferctl: `make demo` and `make test` work from a fresh clone; they create .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check
+
+.PHONY: install dev demo test test-fast lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(PIP) install --quiet -e .
+
+dev: $(BIN)/python
+	$(PIP) install --quiet -e ".[dev]"
+
+demo: install
+	$(BIN)/transferctl finetune configs/demo.yaml
+
+lint: dev
+	$(BIN)/ruff check transferctl tests bench
+	$(BIN)/ruff format --check transferctl tests bench
+
+typecheck: dev
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+test-fast: dev
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: install
+	$(BIN)/python bench/pipeline_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,113 @@
+"""Shared fixtures: generated image folders and tiny real runs, all through the real CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from transferctl.cli import app
+
+COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+def make_image_folder(
+    root: Path,
+    classes: Sequence[str] = ("red", "green", "blue"),
+    per_class: int = 24,
+    seed: int = 0,
+    formats: Sequence[str] = ("png", "jpg"),
+) -> Path:
+    """Class sub-folders of small noisy images whose colour tells the class; sizes vary."""
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        base = np.array(COLORS.get(name, rng.integers(0, 255, 3)), dtype=np.float32)
+        for item in range(per_class):
+            height, width = rng.integers(24, 48, size=2)
+            noise = rng.normal(0, 30, size=(height, width, 3))
+            pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+            extension = formats[(index + item) % len(formats)]
+            Image.fromarray(pixels).save(folder / f"{name}_{item:03d}.{extension}")
+    return root
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def tiny_config(data_path: Path | None = None, **sections: dict) -> dict:
+    """A config that trains in seconds: MobileNetV3Small from scratch at 32x32."""
+    config: dict = {
+        "seed": 7,
+        "data": {"image_size": [32, 32], "batch_size": 16, "augment": {"flip": "none"}},
+        "model": {
+            "backbone": "mobilenet_v3_small",
+            "weights": "none",
+            "freeze": "none",
+            "head": {"hidden": [], "dropout": 0.0},
+        },
+        "train": {
+            "phases": [
+                {"name": "head", "epochs": 1, "learning_rate": 2.0e-3},
+                {
+                    "name": "finetune",
+                    "epochs": 1,
+                    "learning_rate": 5.0e-4,
+                    "freeze": {"last_trainable": 30},
+                },
+            ]
+        },
+    }
+    if data_path is not None:
+        config["data"].update({"source": "folder", "path": str(data_path)})
+    else:
+        config["data"].update({"source": "digits", "limit": 300})
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    return config
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner: CliRunner) -> Callable[..., object]:
+    """Invoke transferctl with arguments; returns click's Result."""
+
+    def invoke(*args: str) -> object:
+        return runner.invoke(app, [str(arg) for arg in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("images") / "colors")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> Path:
+    """A finished run on the colour folder (3 classes), trained once per test session."""
+    work = tmp_path_factory.mktemp("tiny_run")
+    config = tiny_config(
+        image_folder,
+        data={"validation_split": 0.25, "test_split": 0.15},
+        output={"runs_dir": str(work / "runs")},
+    )
+    config_path = write_config(work / "colors.yaml", config)
+    result = CliRunner().invoke(app, ["finetune", str(config_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return Path(result.stdout.strip().splitlines()[-1])

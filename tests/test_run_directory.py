@@ -1,0 +1,58 @@
+"""A finished run has every file of DESIGN.md's run-directory list, and they are consistent."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+RUN_FILES = ("config.yaml", "env.json", "labels.txt", "history.csv", "metrics.json", "model.keras")
+
+
+def test_run_directory_has_every_file(tiny_run: Path) -> None:
+    for name in RUN_FILES:
+        assert (tiny_run / name).is_file(), name
+    assert (tiny_run / "checkpoints").is_dir()
+    assert any((tiny_run / "tensorboard").rglob("events.out.tfevents*"))
+    assert (tiny_run / "labels.txt").read_text().split() == ["blue", "green", "red"]
+    env = json.loads((tiny_run / "env.json").read_text())
+    assert {"python", "tensorflow", "keras", "transferctl", "device", "command_line"} <= set(env)
+    leftovers = [p.name for p in tiny_run.rglob(".*.tmp*")]
+    assert leftovers == []
+
+
+def test_history_has_a_row_per_epoch_of_each_phase(tiny_run: Path) -> None:
+    with open(tiny_run / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [
+        "epoch",
+        "phase",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+        "seconds",
+    ]
+    assert [(row["epoch"], row["phase"]) for row in rows] == [("1", "head"), ("2", "finetune")]
+    assert float(rows[0]["learning_rate"]) == pytest.approx(2.0e-3)
+    assert float(rows[1]["learning_rate"]) == pytest.approx(5.0e-4)
+    assert all(row["val_accuracy"] for row in rows)
+
+
+def test_resolved_config_is_explicit_and_reloads(tiny_run: Path) -> None:
+    from transferctl.config.loader import load_config
+
+    saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert saved["data"]["image_size"] == [32, 32]
+    assert saved["model"]["train_batchnorm"] is True  # weights: none trains BatchNorm
+    assert Path(saved["data"]["path"]).is_absolute()
+    reloaded = load_config(tiny_run / "config.yaml")
+    again = load_config(tiny_run / "config.yaml")
+    assert reloaded == again
+    assert reloaded.model_dump(mode="json") == saved
