@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -48,7 +49,9 @@ def bounded_download(where: str, subdir: str, expected_file: str | None = None) 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_seconds())
     try:
-        yield
+        # Keras prints "Downloading data from ..." on stdout; stdout is for the run directory.
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
     except Exception as error:  # Keras raises a bare Exception for fetch failures
         if isinstance(error, UserError) or not _is_fetch_failure(error):
             raise

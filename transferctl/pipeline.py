@@ -43,11 +43,13 @@ def finetune(
     spec = backbones.get(config.model.backbone)
 
     from transferctl.model.classifier import build_classifier
+    from transferctl.model.freezing import check_freezes
     from transferctl.train.loop import train
 
     model, backbone = build_classifier(
         spec, config.image_size, config.model.weights, config.model.head, data.num_classes
     )
+    check_freezes(backbone, config.model.freeze, [phase.freeze for phase in config.train.phases])
     path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
     rundir.write_text(path / rundir.CONFIG, dump_config(config))
     rundir.write_text(path / rundir.LABELS, "".join(f"{name}\n" for name in data.class_names))

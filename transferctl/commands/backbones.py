@@ -11,6 +11,8 @@ from transferctl.errors import UserError
 
 def run(layers_of: str | None) -> None:
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped or captured: never wrap the names
     if layers_of is not None:
         _print_layers(console, layers_of)
         return

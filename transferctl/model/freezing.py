@@ -51,6 +51,14 @@ def frozen_prefix(backbone: Any, freeze: Freeze, where: str) -> int:
     return names.index(str(freeze.value))
 
 
+def check_freezes(backbone: Any, model_freeze: Freeze, phase_freezes: list[Freeze | None]) -> None:
+    """Check every freeze spec against the backbone's layer names, before any training."""
+    frozen_prefix(backbone, model_freeze, "model.freeze")
+    for index, freeze in enumerate(phase_freezes):
+        if freeze is not None:
+            frozen_prefix(backbone, freeze, f"train.phases.{index}.freeze")
+
+
 def apply_freeze(
     model: Any, backbone: Any, freeze: Freeze, train_batchnorm: bool, where: str
 ) -> FreezeReport:

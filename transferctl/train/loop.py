@@ -74,9 +74,7 @@ def train(
     for index, phase in enumerate(train_config.phases):
         where = f"train.phases.{index}.freeze" if phase.freeze else "model.freeze"
         freeze = phase.freeze or model_config.freeze
-        report = apply_freeze(
-            model, backbone, freeze, bool(model_config.train_batchnorm), where.rsplit(".", 1)[0]
-        )
+        report = apply_freeze(model, backbone, freeze, bool(model_config.train_batchnorm), where)
         steps = data.steps("train") * phase.epochs
         compile_model(model, train_config, phase.learning_rate, steps, data.num_classes)
 
