@@ -56,3 +56,37 @@ def test_resolved_config_is_explicit_and_reloads(tiny_run: Path) -> None:
     again = load_config(tiny_run / "config.yaml")
     assert reloaded == again
     assert reloaded.model_dump(mode="json") == saved
+
+
+def test_model_keras_reproduces_the_reported_validation_accuracy(tiny_run: Path) -> None:
+    import keras
+    import numpy as np
+
+    import transferctl.model.preprocess  # noqa: F401 - registers the layer
+    from transferctl.config.loader import load_config
+    from transferctl.data import load_data
+
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    config = load_config(tiny_run / "config.yaml")
+    data = load_data(config.data, config.seed)
+    model = keras.saving.load_model(str(tiny_run / "model.keras"), compile=False, safe_mode=True)
+    for split in ("val", "test"):
+        correct = total = 0
+        for images, labels in data.plain(split):
+            predicted = np.argmax(model.predict(images, verbose=0), axis=1)
+            correct += int((predicted == np.argmax(labels.numpy(), axis=1)).sum())
+            total += len(predicted)
+        assert total == metrics[split]["num_examples"]
+        assert correct / total == pytest.approx(metrics[split]["accuracy"], abs=1e-6)
+
+
+def test_an_existing_run_directory_is_never_overwritten(cli, tmp_path: Path, tiny_run: Path):
+    from tests.conftest import tiny_config, write_config
+
+    before = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*") if p.is_file()}
+    config = write_config(tmp_path / "again.yaml", tiny_config())
+    result = cli("finetune", config, "--run-dir", tiny_run, "--quiet")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --run-dir: {tiny_run} already exists and is not empty")
+    after = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*") if p.is_file()}
+    assert before == after

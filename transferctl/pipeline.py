@@ -34,7 +34,9 @@ def finetune(
         result = finetune(config)
         print(result.run_dir, result.metrics["val"]["accuracy"])
     """
-    rundir.check_writable(config.output.runs_dir)
+    rundir.check_writable(config.output.runs_dir if run_dir is None else run_dir)
+    if run_dir is not None:
+        rundir.check_available(run_dir)
     on = runtime.device()
     runtime.set_precision(runtime.precision_policy(config.train.mixed_precision, on))
     runtime.set_seed(config.seed)

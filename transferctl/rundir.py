@@ -41,16 +41,22 @@ def check_writable(runs_dir: Path) -> None:
         )
 
 
+def check_available(explicit: Path) -> None:
+    """`--run-dir` must be new or empty: runs are never overwritten."""
+    path = explicit.resolve()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(
+            "--run-dir",
+            f"{path} already exists and is not empty; runs are never overwritten",
+            "pass a new or empty folder",
+        )
+
+
 def create(runs_dir: Path, name: str, explicit: Path | None = None) -> Path:
     """A new run directory: `runs_dir/<name>-<UTC timestamp>`, or `explicit` if new or empty."""
     if explicit is not None:
+        check_available(explicit)
         path = explicit.resolve()
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise UserError(
-                "--run-dir",
-                f"{path} already exists and is not empty; runs are never overwritten",
-                "pass a new or empty folder",
-            )
         path.mkdir(parents=True, exist_ok=True)
         return path
     runs_dir.mkdir(parents=True, exist_ok=True)
