@@ -91,7 +91,9 @@ class Section(BaseModel):
 # data
 # ----------------------------------------------------------------------------------------------
 
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
+PositiveFinite = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+ImageSide = Annotated[int, Field(gt=0, le=4096)]
 
 
 class Augment(Section):
@@ -107,7 +109,7 @@ class Augment(Section):
 class Data(Section):
     source: Literal["cifar10", "cifar100", "folder", "digits"] = "digits"
     path: Path | None = None
-    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = None
+    image_size: tuple[ImageSide, ImageSide] | None = None
     validation_split: Fraction = 0.1
     test_split: Fraction = 0.0
     limit: Annotated[int, Field(gt=0)] | None = None
@@ -200,7 +202,7 @@ class Model(Section):
 class Phase(Section):
     name: str
     epochs: Annotated[int, Field(gt=0)]
-    learning_rate: Annotated[float, Field(gt=0.0)]
+    learning_rate: PositiveFinite
     freeze: FreezeSpec | None = None
 
     @field_validator("freeze", mode="before")
@@ -212,7 +214,7 @@ class Phase(Section):
 class EarlyStopping(Section):
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     patience: Annotated[int, Field(gt=0)] = 3
-    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    min_delta: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
 
 
 DEFAULT_PHASES = (
@@ -229,8 +231,8 @@ DEFAULT_PHASES = (
 class Train(Section):
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
-    weight_decay: Annotated[float, Field(ge=0.0)] | None = None
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    momentum: Fraction = 0.9
     label_smoothing: Fraction = 0.0
     mixed_precision: Literal["auto", "off", "float16", "bfloat16"] = "auto"
     early_stopping: EarlyStopping | None = None
@@ -249,7 +251,7 @@ class Output(Section):
 
 class Config(Section):
     name: str | None = None
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
     data: Data = Data()
     model: Model = Model()
     train: Train = Train()
