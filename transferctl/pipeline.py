@@ -56,6 +56,16 @@ def finetune(
     rundir.write_text(path / rundir.CONFIG, dump_config(config))
     rundir.write_text(path / rundir.LABELS, "".join(f"{name}\n" for name in data.class_names))
     rundir.write_json(path / rundir.ENV, _environment(on, config))
+    if data.bad_files:
+        rundir.write_text(
+            path / rundir.BAD_FILES, "".join(f"{file}\t{why}\n" for file, why in data.bad_files)
+        )
+        if console is not None:
+            console.print(
+                f"[yellow]skipped {len(data.bad_files)} unusable file(s)[/], listed in "
+                f"{path / rundir.BAD_FILES}",
+                highlight=False,
+            )
     if console is not None:
         console.print(
             f"run directory [bold]{path}[/]\n{spec.name} at {config.image_size[0]}x"

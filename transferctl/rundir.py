@@ -26,6 +26,7 @@ METRICS = "metrics.json"
 MODEL = "model.keras"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
+BAD_FILES = "bad_files.txt"
 
 
 def check_writable(runs_dir: Path) -> None:

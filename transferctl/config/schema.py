@@ -115,6 +115,7 @@ class Data(Section):
     limit: Annotated[int, Field(gt=0)] | None = None
     batch_size: Annotated[int, Field(gt=0)] = 32
     augment: Augment = Augment()
+    on_bad_file: Literal["skip", "fail"] = "skip"
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -237,6 +238,8 @@ class Train(Section):
     mixed_precision: Literal["auto", "off", "float16", "bfloat16"] = "auto"
     early_stopping: EarlyStopping | None = None
     restore_best: bool = True
+    class_weight: Literal["none", "balanced"] = "none"
+    deterministic: bool = False
     phases: Annotated[list[Phase], Field(min_length=1)] = list(DEFAULT_PHASES)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from transferctl.config.schema import Data
@@ -22,6 +22,8 @@ class DataBundle:
     batch_size: int
     seed: int
     augment_config: Any
+    # files found but not used, with the reason (data.on_bad_file: skip): path, reason
+    bad_files: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
