@@ -58,20 +58,43 @@ def main_options(
 @app.command(rich_help_panel="Train")
 @handle_errors
 def finetune(
-    config: Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)],
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="The YAML config file (optional with --resume).", show_default=False),
+    ] = None,
     overrides: SetOption = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(
-            "--run-dir", help="Use this run directory (new or empty) instead of a new one."
+            "--run-dir",
+            help="Train into this folder: new, empty, or an unfinished run (then resumed).",
         ),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue an unfinished run from its last checkpoint."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Resume even though the config changed.")
+    ] = False,
+    unsafe: Annotated[
+        bool,
+        typer.Option("--unsafe", help="Allow .keras weights that run code (Lambda layers)."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Fine-tune a pretrained backbone on your images; prints the run directory."""
     from transferctl.commands.finetune import run
 
-    run(config, overrides or [], run_dir=run_dir, quiet=quiet)
+    run(
+        config,
+        overrides or [],
+        run_dir=run_dir,
+        resume=resume,
+        force=force,
+        unsafe=unsafe,
+        quiet=quiet,
+    )
 
 
 @app.command(rich_help_panel="Config")
@@ -98,6 +121,140 @@ def backbones(
     from transferctl.commands.backbones import run
 
     run(layers)
+
+
+@app.command(rich_help_panel="Use")
+@handle_errors
+def evaluate(
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR", help="A run directory made by finetune.", show_default=False
+        ),
+    ],
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            metavar="test|val",
+            help="The held-out split to evaluate. Default: test if the run has one, else val.",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            metavar="PATH",
+            help="Evaluate this folder instead (one sub-folder per class of the run).",
+        ),
+    ] = None,
+) -> None:
+    """Metrics on held-out data: writes RUN_DIR/eval/<split>/, prints a summary and its path."""
+    from transferctl.commands.evaluate import run
+
+    run(run_dir, split, data)
+
+
+@app.command(rich_help_panel="Use")
+@handle_errors
+def predict(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR|MODEL",
+            help="A run directory, a .keras file or an exported saved_model folder.",
+            show_default=False,
+        ),
+    ],
+    images: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="IMAGE_OR_FOLDER...",
+            help="Image files, and folders searched recursively.",
+            show_default=False,
+        ),
+    ],
+    top_k: Annotated[
+        int,
+        typer.Option("--top-k", metavar="K", help="Labels per image (at most the class count)."),
+    ] = 5,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per image and line, on stdout.")
+    ] = False,
+) -> None:
+    """The top-k labels of each image: a table, or JSON lines with --json.
+
+    Exit codes: 0 every image predicted; 3 some files could not be read (each named on stderr)
+    and were skipped; 2 bad input (paths, model, no readable image).
+    """
+    from transferctl.commands.predict import run
+
+    run(model, images, top_k, as_json)
+
+
+@app.command(rich_help_panel="Use")
+@handle_errors
+def export(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory made by finetune.", show_default=False)
+    ],
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            metavar="saved_model|keras|tflite|onnx",
+            help="The format to export; repeat for several.",
+            show_default=False,
+        ),
+    ] = None,
+    quantize: Annotated[
+        str,
+        typer.Option(
+            "--quantize",
+            metavar="none|float16|dynamic|int8",
+            help="TFLite quantization; int8 is full-integer, calibrated on training images.",
+        ),
+    ] = "none",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="Write here instead of RUN_DIR/export."),
+    ] = None,
+) -> None:
+    """Export a run (SavedModel, .keras, TFLite, ONNX), each checked against the Keras model."""
+    from transferctl.commands.export import run
+
+    run(run_dir, formats or [], quantize, out)
+
+
+@app.command(rich_help_panel="Data")
+@handle_errors
+def doctor(
+    data_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATA_PATH",
+            help="Class sub-folders, or train/ [val/] [test/] each holding them.",
+            show_default=False,
+        ),
+    ],
+    validation_split: Annotated[
+        float,
+        typer.Option(
+            "--validation-split", min=0.0, max=0.95, help="As data.validation_split, if carved."
+        ),
+    ] = 0.1,
+    test_split: Annotated[
+        float,
+        typer.Option("--test-split", min=0.0, max=0.95, help="As data.test_split, if carved."),
+    ] = 0.0,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List every file of each finding, not the first 20.")
+    ] = False,
+) -> None:
+    """Audit an image folder without training: classes, bad files, duplicates, tiny images."""
+    from transferctl.commands.doctor import run
+
+    run(data_path, validation_split, test_split, show_all)
 
 
 def main() -> None:

@@ -51,6 +51,17 @@ class ConfigErrors(UserError):
         return [error.line() for error in self.errors]
 
 
+class Interrupted(Exception):
+    """Ctrl-C during training: the last completed epoch's checkpoint is kept; exit 130."""
+
+    def __init__(self, run_dir: object) -> None:
+        self.run_dir = run_dir
+        super().__init__(
+            f"interrupted; the checkpoint of the last completed epoch is kept in {run_dir}; "
+            f"resume with: transferctl finetune --resume {run_dir}"
+        )
+
+
 class TrainingFailed(Exception):
     """Training could not go on (for example a NaN loss); exit 1, the run directory is kept."""
 
@@ -84,6 +95,9 @@ def handle_errors(command: F) -> F:
             _maybe_traceback()
             print_error(error.line())
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        except Interrupted as error:
+            print_error(str(error))
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except KeyboardInterrupt:
             print_error("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -1,10 +1,12 @@
 """The one place that chains the stages: config -> data -> model -> train -> run directory.
 
-A Python user can call `finetune(config)` directly; the CLI command is a thin wrapper.
+A Python user can call `finetune(config)` or `resume(run_dir)` directly; the CLI command is a
+thin wrapper.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,21 +15,27 @@ from typing import Any
 from rich.console import Console
 
 from transferctl import backbones, rundir, runtime
-from transferctl.config.loader import dump_config
+from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config
 from transferctl.data import DataBundle, load_data
+from transferctl.errors import Interrupted, UserError
 
 
 @dataclass
 class FinetuneResult:
     run_dir: Path
     metrics: dict[str, Any]
+    already_finished: bool = False
 
 
 def finetune(
-    config: Config, *, run_dir: Path | None = None, console: Console | None = None
+    config: Config,
+    *,
+    run_dir: Path | None = None,
+    console: Console | None = None,
+    unsafe: bool = False,
 ) -> FinetuneResult:
-    """Train `config` (resolved) and leave a complete run directory.
+    """Train `config` (resolved) into a new run directory and leave it complete.
 
     Example:
         config = load_config("configs/demo.yaml")
@@ -37,9 +45,74 @@ def finetune(
     rundir.check_writable(config.output.runs_dir if run_dir is None else run_dir)
     if run_dir is not None:
         rundir.check_available(run_dir)
+    return _train(config, None, run_dir, console, unsafe)
+
+
+def resume(
+    run_dir: Path,
+    *,
+    config: Config | None = None,
+    force: bool = False,
+    console: Console | None = None,
+    unsafe: bool = False,
+) -> FinetuneResult:
+    """Continue an unfinished run where its last checkpoint left it.
+
+    Args:
+        run_dir: a run directory that `finetune` started.
+        config: the config the caller asks for; when it differs from the run's own, resuming is
+            refused (naming the changed keys) unless `force`, and then it is used.
+        force: accept a changed config.
+    """
+    from transferctl.train import checkpoint
+
+    run_dir = run_dir.resolve()
+    if not (run_dir / rundir.CONFIG).is_file():
+        raise UserError(
+            "--resume", f"{run_dir} is not a transferctl run (no config.yaml)", "check the path"
+        )
+    saved = load_config(run_dir / rundir.CONFIG)
+    state = checkpoint.load_state(run_dir / rundir.CHECKPOINTS)
+    if state is not None and state.finished and (run_dir / rundir.MODEL).is_file():
+        return FinetuneResult(run_dir, _read_json(run_dir / rundir.METRICS), already_finished=True)
+    if config is not None:
+        changed = changed_keys(saved, config)
+        if changed and not force:
+            raise UserError(
+                "--resume",
+                f"the config differs from the run's own in {', '.join(changed)}",
+                "resume without a config to keep the run's, or pass --force to use the new one",
+            )
+    chosen = config if config is not None and force else saved
+    if console is not None:
+        where = f"epoch {state.epochs_done + 1}" if state and state.weights else "the start"
+        console.print(f"resuming {run_dir} at {where}", highlight=False)
+    return _train(chosen, state, run_dir, console, unsafe)
+
+
+def changed_keys(before: Config, after: Config) -> list[str]:
+    """Dotted keys whose values differ, ignoring where runs are written."""
+    old, new = _flatten(before.model_dump(mode="json")), _flatten(after.model_dump(mode="json"))
+    ignored = ("output.", "name")
+    return sorted(
+        key
+        for key in set(old) | set(new)
+        if old.get(key) != new.get(key) and not key.startswith(ignored)
+    )
+
+
+def _train(
+    config: Config,
+    state: Any,
+    run_dir: Path | None,
+    console: Console | None,
+    unsafe: bool,
+) -> FinetuneResult:
     on = runtime.device()
     runtime.set_precision(runtime.precision_policy(config.train.mixed_precision, on))
     runtime.set_seed(config.seed)
+    if config.train.deterministic:
+        runtime.tf().config.experimental.enable_op_determinism()
 
     data = load_data(config.data, config.seed)
     spec = backbones.get(config.model.backbone)
@@ -48,24 +121,22 @@ def finetune(
     from transferctl.model.freezing import check_freezes
     from transferctl.train.loop import train
 
+    # Pretrained weights only when there is no checkpoint yet (TF Model Garden's rule).
+    has_checkpoint = state is not None and state.weights is not None
+    weights = "none" if has_checkpoint else config.model.weights
     model, backbone = build_classifier(
-        spec, config.image_size, config.model.weights, config.model.head, data.num_classes
+        spec, config.image_size, weights, config.model.head, data.num_classes, safe_mode=not unsafe
     )
     check_freezes(backbone, config.model.freeze, [phase.freeze for phase in config.train.phases])
-    path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
-    rundir.write_text(path / rundir.CONFIG, dump_config(config))
-    rundir.write_text(path / rundir.LABELS, "".join(f"{name}\n" for name in data.class_names))
-    rundir.write_json(path / rundir.ENV, _environment(on, config))
-    if data.bad_files:
-        rundir.write_text(
-            path / rundir.BAD_FILES, "".join(f"{file}\t{why}\n" for file, why in data.bad_files)
-        )
-        if console is not None:
-            console.print(
-                f"[yellow]skipped {len(data.bad_files)} unusable file(s)[/], listed in "
-                f"{path / rundir.BAD_FILES}",
-                highlight=False,
-            )
+    if state is None:
+        target = config.output.runs_dir if run_dir is None else run_dir
+        _check_disk_space(target, model.count_params())
+        path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
+        _write_run_files(path, config, data, on, console)
+    else:
+        assert run_dir is not None
+        path = run_dir
+        rundir.write_text(path / rundir.CONFIG, dump_config(config))
     if console is not None:
         console.print(
             f"run directory [bold]{path}[/]\n{spec.name} at {config.image_size[0]}x"
@@ -74,29 +145,34 @@ def finetune(
             f"images; {on.describe()}, {runtime.keras().mixed_precision.global_policy().name}",
             highlight=False,
         )
-
-    result = train(model, backbone, data, config.model, config.train, path, console)
+    class_weight = None
+    if config.train.class_weight == "balanced":
+        class_weight = _balanced_class_weights(data)
+    try:
+        result = train(
+            model,
+            backbone,
+            data,
+            config.model,
+            config.train,
+            path,
+            console,
+            resume=state,
+            class_weight=class_weight,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(path) from None
 
     with rundir.atomic_path(path / rundir.MODEL, suffix=".keras") as temporary:
         model.save(str(temporary))
     metrics = final_metrics(model, data)
     metrics["training"] = {
         "epochs": len(result.history),
-        "seconds": round(result.seconds, 2),
-        "phases": [
-            {
-                "name": phase.name,
-                "epochs_run": phase.epochs_run,
-                "best_epoch": phase.best_epoch,
-                "frozen_backbone_layers": phase.freeze.frozen_layers,
-                "trainable_params": phase.freeze.trainable_params,
-                "batchnorm_layers_recomputed": phase.batchnorm_recomputed,
-            }
-            for phase in result.phases
-        ],
+        "seconds_this_session": round(result.seconds, 2),
+        "phases": result.phases,
     }
     rundir.write_json(path / rundir.METRICS, metrics)
-    rundir.write_json(path / rundir.CHECKPOINTS / "state.json", {"finished": True})
+    _mark_finished(path)
     return FinetuneResult(run_dir=path, metrics=metrics)
 
 
@@ -115,12 +191,94 @@ def final_metrics(model: Any, data: DataBundle) -> dict[str, Any]:
     return metrics
 
 
+def _write_run_files(
+    path: Path, config: Config, data: DataBundle, on: runtime.Device, console: Console | None
+) -> None:
+    rundir.write_text(path / rundir.CONFIG, dump_config(config))
+    rundir.write_text(path / rundir.LABELS, "".join(f"{name}\n" for name in data.class_names))
+    rundir.write_json(path / rundir.ENV, _environment(on, config))
+    if data.bad_files:
+        rundir.write_text(
+            path / rundir.BAD_FILES, "".join(f"{file}\t{why}\n" for file, why in data.bad_files)
+        )
+        if console is not None:
+            console.print(
+                f"[yellow]skipped {len(data.bad_files)} unusable file(s)[/], listed in "
+                f"{path / rundir.BAD_FILES}",
+                highlight=False,
+            )
+
+
+def _mark_finished(path: Path) -> None:
+    from transferctl.train import checkpoint
+
+    state = checkpoint.load_state(path / rundir.CHECKPOINTS) or checkpoint.TrainState()
+    state.finished = True
+    checkpoint.commit(path / rundir.CHECKPOINTS, state)
+
+
+def _balanced_class_weights(data: DataBundle) -> dict[int, float]:
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = data.examples["train"].labels
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(label): float(weight) for label, weight in zip(present, weights, strict=True)}
+
+
+def _check_disk_space(target: Path, parameters: int) -> None:
+    """A run keeps the model and up to three checkpoints (weights + optimizer slots)."""
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    needed = parameters * 4 * 10 + 50 * 2**20
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise UserError(
+            "output.runs_dir",
+            f"only {free / 2**20:.0f} MiB free on {probe}; this run needs about "
+            f"{needed / 2**20:.0f} MiB",
+            "free some space or point output.runs_dir elsewhere",
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    if isinstance(tree, list) and tree and all(isinstance(item, dict) for item in tree):
+        flat = {}
+        for index, value in enumerate(tree):
+            flat.update(_flatten(value, f"{prefix}{index}."))
+        return flat
+    return {prefix.rstrip("."): tree}
+
+
 def _environment(on: runtime.Device, config: Config) -> dict[str, Any]:
+    import os
+    import platform
+
+    tf = runtime.tf()
     return {
         **runtime.versions(),
         "device": {"kind": on.kind, "names": list(on.names)},
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
         "precision_policy": runtime.keras().mixed_precision.global_policy().name,
         "seed": config.seed,
+        "deterministic": config.train.deterministic,
+        "tf_determinism": bool(config.train.deterministic),
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "tf_build": {k: str(v) for k, v in tf.sysconfig.get_build_info().items()},
         "command_line": sys.argv,
         "cwd": str(Path.cwd()),
     }

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from transferctl.config.schema import Data
 from transferctl.data import pipeline, sources, splits
+from transferctl.data.audit import FolderAudit, split_shortfalls
 from transferctl.data.examples import Examples
+from transferctl.errors import UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -24,6 +28,8 @@ class DataBundle:
     augment_config: Any
     # files found but not used, with the reason (data.on_bad_file: skip): path, reason
     bad_files: list[tuple[str, str]] = field(default_factory=list)
+    # a folder source's audit: duplicates, tiny images, converted modes, warnings (doctor's view)
+    audit: FolderAudit | None = None
 
     @property
     def num_classes(self) -> int:
@@ -38,6 +44,14 @@ class DataBundle:
     def steps(self, split: str) -> int:
         return -(-self.count(split) // self.batch_size)
 
+    def class_weights(self) -> dict[int, float]:
+        """`train.class_weight: balanced`: {class index: weight} for `fit(class_weight=...)`.
+
+        Example:
+            model.fit(bundle.training(), class_weight=bundle.class_weights())
+        """
+        return balanced_class_weights(self.examples["train"].labels, self.num_classes)
+
     def training(self) -> Any:
         """Shuffled every epoch, augmented."""
         return pipeline.make_dataset(
@@ -47,6 +61,7 @@ class DataBundle:
             self.num_classes,
             shuffle_seed=self.seed,
             augmenter=pipeline.make_augmenter(self.augment_config, self.seed),
+            skip_unreadable=self.audit is not None,
         )
 
     def plain(self, split: str, *, drop_remainder: bool = False) -> Any:
@@ -57,7 +72,24 @@ class DataBundle:
             self.batch_size,
             self.num_classes,
             drop_remainder=drop_remainder,
+            skip_unreadable=self.audit is not None,
         )
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """scikit-learn's "balanced" weights, n_samples / (n_classes * count), for every class.
+
+    A class without a single label keeps weight 1.0 (it contributes no loss either way).
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    weights = dict.fromkeys(range(num_classes), 1.0)
+    if present.size:
+        computed = compute_class_weight("balanced", classes=present, y=labels)
+        weights.update({int(c): float(w) for c, w in zip(present, computed, strict=True)})
+    return weights
 
 
 def load_data(config: Data, seed: int) -> DataBundle:
@@ -68,16 +100,22 @@ def load_data(config: Data, seed: int) -> DataBundle:
         model.fit(bundle.training(), epochs=1)
     """
     assert config.image_size is not None, "resolve the config first"
+    scanned = None
     if config.source == "digits":
         found, class_names = sources.load_digits()
     elif config.source in ("cifar10", "cifar100"):
         found, class_names = sources.load_cifar(config.source)
     else:
         assert config.path is not None
-        found, class_names = sources.load_folder(config.path)
+        scanned = sources.load_scanned_folder(config.path, config.on_bad_file)
+        found, class_names = scanned.splits, scanned.class_names
 
     train = found["train"]
     test = found.get("test")
+    if scanned is not None:
+        _check_class_sizes(
+            train, class_names, config, carve_test=test is None, carve_val=found.get("val") is None
+        )
     if test is None:
         train, test = splits.carve(train, config.test_split, seed, "test")
     val = found.get("val")
@@ -95,4 +133,25 @@ def load_data(config: Data, seed: int) -> DataBundle:
         batch_size=config.batch_size,
         seed=seed,
         augment_config=config.augment,
+        bad_files=[] if scanned is None else scanned.skipped,
+        audit=None if scanned is None else scanned.audit,
     )
+
+
+def _check_class_sizes(
+    train: Examples, class_names: list[str], config: Data, *, carve_test: bool, carve_val: bool
+) -> None:
+    """Every class needs an image for training and one for each split carved from train."""
+    carved = {}
+    if carve_val:
+        carved["validation_split"] = config.validation_split
+    if carve_test:
+        carved["test_split"] = config.test_split
+    counts = np.bincount(train.labels, minlength=len(class_names))
+    problems = split_shortfalls(dict(zip(class_names, counts.tolist(), strict=True)), carved)
+    if problems:
+        raise UserError(
+            "data.path",
+            problems[0],
+            "add images to that class, remove its folder, or lower the split fractions",
+        )

@@ -1,7 +1,9 @@
 """tf.data pipelines: decode, resize, batch, augment (train only), one-hot, prefetch.
 
 Images leave the pipeline as float32 RGB in 0-255 at the model's input size; the backbone's own
-preprocessing lives inside the model, so exported models carry it.
+preprocessing lives inside the model, so exported models carry it. TensorFlow's decoders ignore
+EXIF orientation: files that carry one (`Examples.orientation`, found by the folder audit) are
+turned upright in the graph before resizing, as Pillow's `ImageOps.exif_transpose` does.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ def make_dataset(
     shuffle_seed: int | None = None,
     augmenter: Any = None,
     drop_remainder: bool = False,
+    skip_unreadable: bool = False,
 ) -> Any:
+    """Batches of (float32 images 0-255 at `image_size`, one-hot labels), prefetched.
+
+    Args:
+        skip_unreadable: drop a file that fails to decode instead of stopping: a safety net for
+            folders already audited (a file changed since, or a decoder disagreement), so that
+            nothing crashes mid-epoch. Defaults to `False`.
+    """
     tf = runtime.tf()
     autotune = tf.data.AUTOTUNE
     height, width = image_size
@@ -40,14 +50,24 @@ def make_dataset(
         dataset = dataset.map(resize_batch, num_parallel_calls=autotune)
     else:
         assert examples.paths is not None
-        dataset = tf.data.Dataset.from_tensor_slices((examples.paths, examples.labels))
+        orientation = examples.orientation
+        if orientation is not None and (orientation != 1).any():
+            columns: tuple[Any, ...] = (examples.paths, orientation, examples.labels)
+        else:
+            columns = (examples.paths, examples.labels)
+        dataset = tf.data.Dataset.from_tensor_slices(columns)
         if shuffle_seed is not None:
             dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
 
-        def load(path: Any, label: Any) -> Any:
-            return decode_and_resize(tf.io.read_file(path), image_size), label
+        def load(path: Any, *rest: Any) -> Any:
+            image = decode(tf.io.read_file(path))
+            if len(rest) == 2:  # a file's EXIF orientation, then its label
+                image = orient(image, rest[0])
+            return resize(image, image_size), rest[-1]
 
         dataset = dataset.map(load, num_parallel_calls=autotune)
+        if skip_unreadable:
+            dataset = dataset.ignore_errors(log_warning=True)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
     if augmenter is not None:
@@ -64,11 +84,42 @@ def make_dataset(
 
 def decode_and_resize(encoded: Any, image_size: tuple[int, int]) -> Any:
     """Encoded bytes (JPEG, PNG, BMP, GIF first frame; any channel mode) -> float32 RGB 0-255."""
+    return resize(decode(encoded), image_size)
+
+
+def decode(encoded: Any) -> Any:
+    """Encoded bytes -> uint8 RGB [H, W, 3]: grey, alpha, palette, CMYK, 16-bit all converted."""
     tf = runtime.tf()
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
     image.set_shape([None, None, 3])
+    return image
+
+
+def resize(image: Any, image_size: tuple[int, int]) -> Any:
+    """An image [H, W, 3] -> float32 0-255 at `image_size`, antialiased."""
+    tf = runtime.tf()
     image = tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
     return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def orient(image: Any, orientation: Any) -> Any:
+    """Undo an EXIF orientation (1-8; anything else is left alone), as `exif_transpose` does."""
+    tf = runtime.tf()
+    transposed = tf.image.transpose
+    branches = [
+        lambda: image,  # 1: as stored (index 0 stands for any out-of-range value)
+        lambda: image,
+        lambda: tf.image.flip_left_right(image),
+        lambda: tf.image.rot90(image, 2),
+        lambda: tf.image.flip_up_down(image),
+        lambda: transposed(image),
+        lambda: tf.image.rot90(image, 3),  # 90 degrees clockwise
+        lambda: tf.image.rot90(transposed(image), 2),  # transverse
+        lambda: tf.image.rot90(image, 1),
+    ]
+    index = tf.cast(orientation, tf.int32)
+    index = tf.where((index >= 1) & (index <= 8), index, 0)
+    return tf.switch_case(index, branches)
 
 
 def make_augmenter(augment: Augment, seed: int) -> Any:

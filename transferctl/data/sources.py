@@ -6,10 +6,12 @@ has them) as `Examples`: uint8 arrays for in-memory sets, file paths for folders
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from transferctl.data import audit
 from transferctl.data.examples import Examples
 from transferctl.downloads import bounded_download
 from transferctl.errors import UserError
@@ -206,6 +208,73 @@ def load_folder(root: Path) -> tuple[dict[str, Examples], list[str]]:
             labels.extend([index] * len(files))
         splits[split] = Examples(labels=np.asarray(labels, np.int32), paths=np.asarray(paths))
     return splits, class_names
+
+
+@dataclass
+class ScannedFolder:
+    """A folder's splits after the audit: the usable files, and what was left out and why."""
+
+    splits: dict[str, Examples]
+    class_names: list[str]
+    skipped: list[tuple[str, str]]  # path, reason; sorted by path
+    audit: audit.FolderAudit
+
+
+def load_scanned_folder(root: Path, on_bad_file: str = "skip") -> ScannedFolder:
+    """Like `load_folder`, after opening every file (`audit.audit_folder`).
+
+    With `on_bad_file="skip"` bad files, hidden files and class folders without a usable image
+    are left out and listed in `skipped`; with `"fail"` the first of them in path order is a
+    `UserError` (hidden and system files are skipped either way). EXIF orientations travel in
+    `Examples.orientation`, for the pipeline to undo.
+
+    Example:
+        scanned = load_scanned_folder(Path("data/flowers"), "skip")
+        train = scanned.splits["train"]
+
+    Args:
+        root: class sub-folders, or train/ [val/] [test/] each holding them.
+        on_bad_file: `skip` or `fail`, as `data.on_bad_file`. Defaults to `skip`.
+    """
+    if on_bad_file not in ("skip", "fail"):
+        raise ValueError(f"`on_bad_file` must be skip or fail. Received: on_bad_file={on_bad_file}")
+    found = audit.audit_folder(root)
+    if found.other_classes:
+        split, names = next(iter(found.other_classes.items()))
+        missing = sorted(set(found.class_names) - set(names))
+        extra = sorted(set(names) - set(found.class_names))
+        raise UserError(
+            "data.path",
+            f"{found.folders[split]} has other classes than train/ (missing: {missing or 'none'}; "
+            f"extra: {extra or 'none'})",
+            "give every split the same class folders",
+        )
+    first = found.first_failure()
+    if on_bad_file == "fail" and first is not None:
+        path, reason = first
+        raise UserError(
+            "data.path", f"{path}: {reason}", "fix or remove it, or set data.on_bad_file: skip"
+        )
+    class_names = found.kept_classes()
+    if len(class_names) < 2:
+        usable = f" ({', '.join(class_names)})" if class_names else ""
+        raise UserError(
+            "data.path",
+            f"{found.folders['train']} has {len(class_names)} class folder(s) with usable "
+            f"images{usable}; a classifier needs >= 2",
+            "put each class's images in its own sub-folder",
+        )
+    index = {name: position for position, name in enumerate(class_names)}
+    splits: dict[str, Examples] = {}
+    for split in found.folders:
+        files = [f for f in found.usable(split) if f.class_name in index]
+        orientation = np.asarray([f.orientation for f in files], np.uint8)
+        splits[split] = Examples(
+            labels=np.asarray([index[f.class_name] for f in files], np.int32),
+            paths=np.asarray([f.path for f in files], dtype=str),
+            orientation=orientation if (orientation != 1).any() else None,
+        )
+    return ScannedFolder(splits, class_names, found.skipped(), found)
 
 
 def _class_folders(folder: Path) -> list[str]:

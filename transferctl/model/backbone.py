@@ -20,7 +20,9 @@ from transferctl.errors import UserError
 BACKBONE_LAYER_NAME = "backbone"
 
 
-def build_backbone(spec: BackboneSpec, image_size: tuple[int, int], weights: str) -> Any:
+def build_backbone(
+    spec: BackboneSpec, image_size: tuple[int, int], weights: str, *, safe_mode: bool = True
+) -> Any:
     """The backbone without its classifier, with `weights` loaded."""
     keras = runtime.keras()
     constructor = getattr(keras.applications, spec.keras_name)
@@ -45,18 +47,20 @@ def build_backbone(spec: BackboneSpec, image_size: tuple[int, int], weights: str
             f"try its native size [{spec.native_size}, {spec.native_size}]",
         ) from None
     if weights not in ("imagenet", "none"):
-        load_backbone_weights(backbone, spec, Path(weights))
+        load_backbone_weights(backbone, spec, Path(weights), safe_mode=safe_mode)
     return backbone
 
 
-def load_backbone_weights(backbone: Any, spec: BackboneSpec, source: Path) -> None:
+def load_backbone_weights(
+    backbone: Any, spec: BackboneSpec, source: Path, *, safe_mode: bool = True
+) -> None:
     """Copy weights from a file or an earlier run into `backbone` (same architecture)."""
     if source.is_dir():
         _check_run_backbone(source, spec)
-        source_model = _load_keras_file(source / "model.keras")
+        source_model = _load_keras_file(source / "model.keras", safe_mode)
         _copy_from(_find_backbone(source_model) or source_model, backbone, source)
     elif source.name.endswith(".keras"):
-        source_model = _load_keras_file(source)
+        source_model = _load_keras_file(source, safe_mode)
         _copy_from(_find_backbone(source_model) or source_model, backbone, source)
     else:
         try:
@@ -83,16 +87,19 @@ def _check_run_backbone(run_dir: Path, spec: BackboneSpec) -> None:
         )
 
 
-def _load_keras_file(path: Path) -> Any:
+def _load_keras_file(path: Path, safe_mode: bool) -> Any:
+    """Load a .keras file; `safe_mode` refuses code from Lambda layers (Keras's safety switch)."""
     from transferctl.model import preprocess  # noqa: F401 - registers the custom layer
 
     keras = runtime.keras()
     try:
-        return keras.saving.load_model(str(path), compile=False, safe_mode=True)
+        return keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
     except Exception as error:
-        raise UserError(
-            "model.weights", f"cannot load {path}: {_first_line(error)}", "check the file"
-        ) from None
+        message = _first_line(error)
+        fix = "check the file"
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            fix = "it runs code from a Lambda layer: pass --unsafe only if you trust its source"
+        raise UserError("model.weights", f"cannot load {path}: {message}", fix) from None
 
 
 def _find_backbone(model: Any) -> Any:

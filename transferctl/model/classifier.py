@@ -20,6 +20,8 @@ def build_classifier(
     weights: str,
     head: Head,
     num_classes: int,
+    *,
+    safe_mode: bool = True,
 ) -> tuple[Any, Any]:
     """The model and its backbone (a nested layer named `backbone`).
 
@@ -27,7 +29,7 @@ def build_classifier(
     """
     keras = runtime.keras()
     layers = keras.layers
-    backbone = build_backbone(spec, image_size, weights)
+    backbone = build_backbone(spec, image_size, weights, safe_mode=safe_mode)
     inputs = keras.Input((image_size[0], image_size[1], 3), name=INPUT_NAME)
     x = BackbonePreprocess(spec.preprocess, name="preprocess")(inputs)
     x = backbone(x)

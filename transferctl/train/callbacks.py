@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from collections.abc import Callable
@@ -29,9 +28,12 @@ from rich.progress import (
 
 from transferctl import rundir, runtime
 from transferctl.model.batchnorm import recompute_statistics
+from transferctl.train import checkpoint
+from transferctl.train.checkpoint import TrainState
 
 keras = runtime.keras()
 Callback: Any = keras.callbacks.Callback
+EarlyStopping: Any = keras.callbacks.EarlyStopping
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -62,17 +64,25 @@ class EpochValidation(Callback):
 
 
 class BestWeights(Callback):
-    """Keep the weights of the best epoch in memory; `restore()` puts them back."""
+    """Keep the weights of the phase's best epoch in memory; `restore()` puts them back."""
 
-    def __init__(self, monitor: str) -> None:
+    def __init__(
+        self,
+        monitor: str,
+        best: float | None = None,
+        best_epoch: int | None = None,
+        weights: list[Any] | None = None,
+    ) -> None:
         super().__init__()
         self.monitor = monitor
         self.maximize = monitor.endswith("accuracy")
-        self.best: float | None = None
-        self.best_epoch: int | None = None
-        self.weights: list[Any] | None = None
+        self.best = best
+        self.best_epoch = best_epoch
+        self.weights = weights
+        self.improved = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.improved = False
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(value):
             return
@@ -80,11 +90,44 @@ class BestWeights(Callback):
         if better:
             self.best, self.best_epoch = float(value), epoch
             self.weights = self.model.get_weights()
+            self.improved = True
 
     def restore(self) -> int | None:
         if self.weights is not None:
             self.model.set_weights(self.weights)
         return self.best_epoch
+
+
+class ResumableEarlyStopping(EarlyStopping):
+    """Keras's EarlyStopping, able to continue counting after a resume."""
+
+    def __init__(self, *args: Any, wait: int = 0, best: float | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.initial_wait = wait
+        self.initial_best = best
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        self.wait = self.initial_wait
+        self.best = self.initial_best
+
+
+class NaNGuard(Callback):
+    """Stop at the first batch whose loss is NaN or infinite, and remember where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+        self.failure: tuple[int, int, float] | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.failure is None:
+            self.failure = (self.epoch, batch, float(loss))
+            self.model.stop_training = True
 
 
 class HistoryWriter(Callback):
@@ -102,6 +145,8 @@ class HistoryWriter(Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            return  # a NaN epoch is reported as an error, not recorded as history
         row = {
             "epoch": epoch + 1,
             "phase": self.phase,
@@ -132,19 +177,35 @@ def current_learning_rate(model: Any) -> float:
 
 
 class EpochCheckpoint(Callback):
-    """checkpoints/last.weights.h5 and state.json after every epoch, written atomically."""
+    """Commit weights, optimizer state and training state after every good epoch."""
 
-    def __init__(self, folder: Path, phase_index: int, phase: str) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        state: TrainState,
+        best: BestWeights,
+        guard: NaNGuard,
+        early_stopping: ResumableEarlyStopping | None,
+    ) -> None:
         super().__init__()
         self.folder = folder
-        self.phase_index = phase_index
-        self.phase = phase
+        self.state = state
+        self.best = best
+        self.guard = guard
+        self.early_stopping = early_stopping
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        with rundir.atomic_path(self.folder / "last.weights.h5", suffix=".weights.h5") as temp:
-            self.model.save_weights(str(temp))
-        state = {"phase_index": self.phase_index, "phase": self.phase, "epochs_done": epoch + 1}
-        rundir.write_text(self.folder / "state.json", json.dumps(state) + "\n")
+        if self.guard.failure is not None:
+            return  # keep the last good checkpoint
+        self.state.epochs_done = epoch + 1
+        self.state.best_value = self.best.best
+        self.state.best_epoch = self.best.best_epoch
+        if self.early_stopping is not None:
+            self.state.early_stopping_wait = int(self.early_stopping.wait)
+            best = self.early_stopping.best
+            self.state.early_stopping_best = None if best is None else float(best)
+        self.state.phase_stopped = bool(self.model.stop_training)
+        checkpoint.save(self.model, self.folder, self.state, best_model_weights=self.best.improved)
 
 
 class ProgressDisplay(Callback):

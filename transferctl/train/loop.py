@@ -1,12 +1,17 @@
-"""Run the configured phases in order on a built model.
+"""Run the configured phases in order on a built model, resumable after any kill.
 
 Each phase: apply its freezing, compile again (a fresh optimizer and schedule: required after
-any change of `trainable`, measured on Keras 3.15.1), fit, keep the best epoch's weights, and,
-where BatchNorm trained, leave its statistics exact over the training images.
+any change of `trainable`, measured on Keras 3.15.1), commit a checkpoint, fit, keep the best
+epoch's weights, and, where BatchNorm trained, leave its statistics exact over the training
+images. A resumed run re-enters the phase it was in, with the optimizer state, the schedule's
+position (the optimizer's step count), the best epoch so far and early stopping's count.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,25 +22,19 @@ from rich.console import Console
 from transferctl import rundir, runtime
 from transferctl.config.schema import Model, Train
 from transferctl.data import DataBundle
+from transferctl.errors import TrainingFailed
 from transferctl.model.batchnorm import recompute_statistics
-from transferctl.model.freezing import FreezeReport, apply_freeze
+from transferctl.model.freezing import apply_freeze
 from transferctl.train import callbacks as cb
+from transferctl.train import checkpoint
+from transferctl.train.checkpoint import TrainState
 from transferctl.train.optimizers import make_optimizer
-
-
-@dataclass
-class PhaseResult:
-    name: str
-    epochs_run: int
-    best_epoch: int | None
-    freeze: FreezeReport
-    batchnorm_recomputed: int
 
 
 @dataclass
 class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
-    phases: list[PhaseResult] = field(default_factory=list)
+    phases: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -59,98 +58,160 @@ def train(
     train_config: Train,
     run_dir: Path,
     console: Console | None,
+    resume: TrainState | None = None,
+    class_weight: dict[int, float] | None = None,
 ) -> TrainResult:
     """The training stage. Writes history.csv, checkpoints/ and tensorboard/ as it goes."""
-    keras = runtime.keras()
-    result = TrainResult()
+    folder = run_dir / rundir.CHECKPOINTS
+    state = resume or TrainState()
+    result = TrainResult(history=read_history(run_dir / rundir.HISTORY, state.epochs_done))
+    result.phases = list(state.phases_done)
     started = time.perf_counter()
-    total_epochs = sum(phase.epochs for phase in train_config.phases)
     has_val = data.has("val")
     validation = data.plain("val") if has_val else None
-    monitor = (train_config.early_stopping.monitor if train_config.early_stopping else None) or (
-        "val_loss" if has_val else "loss"
-    )
-    epoch = 0
+    stopping = train_config.early_stopping
+    monitor = stopping.monitor if stopping else ("val_loss" if has_val else "loss")
+    total_epochs = sum(phase.epochs for phase in train_config.phases)
+
     for index, phase in enumerate(train_config.phases):
+        if index < state.phase_index:
+            continue
+        resuming_here = state.weights is not None and index == state.phase_index
         where = f"train.phases.{index}.freeze" if phase.freeze else "model.freeze"
         freeze = phase.freeze or model_config.freeze
         report = apply_freeze(model, backbone, freeze, bool(model_config.train_batchnorm), where)
         steps = data.steps("train") * phase.epochs
         compile_model(model, train_config, phase.learning_rate, steps, data.num_classes)
-
+        model.optimizer.build(model.trainable_variables)
+        best_weights = None
+        if resuming_here:
+            if state.best_weights is not None:
+                model.load_weights(str(folder / state.best_weights))
+                best_weights = model.get_weights()
+            assert state.weights is not None
+            model.load_weights(str(folder / state.weights))  # model + optimizer state
+        else:
+            state = TrainState(
+                phase_index=index,
+                phase_start_epoch=state.epochs_done,
+                epochs_done=state.epochs_done,
+                phases_done=state.phases_done,
+            )
+            checkpoint.save(model, folder, state)
         batchnorm_trains = report.trainable_batchnorm_layers > 0
 
         def batchnorm_images() -> Any:
             return data.plain("train")
 
-        best = cb.BestWeights(monitor)
+        best = cb.BestWeights(monitor, state.best_value, state.best_epoch, best_weights)
+        guard = cb.NaNGuard()
+        early: cb.ResumableEarlyStopping | None = None
+        if stopping is not None:
+            early = cb.ResumableEarlyStopping(
+                monitor=stopping.monitor,
+                patience=stopping.patience,
+                min_delta=stopping.min_delta,
+                wait=state.early_stopping_wait,
+                best=state.early_stopping_best,
+            )
         callbacks: list[Any] = [
+            guard,
             cb.EpochValidation(
                 validation, batchnorm_images if batchnorm_trains and has_val else None
             ),
             best,
-        ]
-        if train_config.early_stopping is not None:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor=train_config.early_stopping.monitor,
-                    patience=train_config.early_stopping.patience,
-                    min_delta=train_config.early_stopping.min_delta,
-                )
-            )
-        callbacks += [
+            *([early] if early is not None else []),
             cb.HistoryWriter(run_dir / rundir.HISTORY, phase.name, result.history),
-            cb.EpochCheckpoint(run_dir / rundir.CHECKPOINTS, index, phase.name),
-            keras.callbacks.TensorBoard(
+            cb.EpochCheckpoint(folder, state, best, guard, early),
+            runtime.keras().callbacks.TensorBoard(
                 log_dir=str(run_dir / rundir.TENSORBOARD / phase.name),
                 write_graph=False,
                 profile_batch=0,
             ),
         ]
+        end_epoch = state.phase_start_epoch + phase.epochs
         if console is not None:
             console.print(
                 f"phase [bold]{phase.name}[/]: {phase.epochs} epoch(s) at learning rate "
                 f"{phase.learning_rate:g}; backbone layers frozen {report.frozen_layers}, "
                 f"trainable {report.trainable_layers}; trainable parameters "
                 f"{report.trainable_params:,}"
-                + (" (BatchNorm trains)" if batchnorm_trains else ""),
+                + (" (BatchNorm trains)" if batchnorm_trains else "")
+                + (f"; resuming at epoch {state.epochs_done + 1}" if resuming_here else ""),
                 highlight=False,
             )
             callbacks.append(
                 cb.ProgressDisplay(
                     console,
                     phase.name,
-                    epoch,
+                    state.phase_start_epoch,
                     phase.epochs,
                     total_epochs,
                     data.steps("train"),
                 )
             )
-        fit_history = model.fit(
-            data.training(),
-            epochs=epoch + phase.epochs,
-            initial_epoch=epoch,
-            callbacks=callbacks,
-            verbose=0,
-        )
-        epochs_run = len(fit_history.epoch)
-        epoch += epochs_run
+        if not state.phase_stopped and state.epochs_done < end_epoch:
+            model.fit(
+                _training_data(data, state.epochs_done),
+                epochs=end_epoch,
+                initial_epoch=state.epochs_done,
+                callbacks=callbacks,
+                class_weight=class_weight,
+                verbose=0,
+            )
+        if guard.failure is not None:
+            epoch, batch, loss = guard.failure
+            raise TrainingFailed(
+                f"train.phases.{index}: the loss became {loss} in epoch {epoch + 1}, batch "
+                f"{batch + 1}; training stopped and the last good checkpoint is kept in "
+                f"{folder}; lower train.phases.{index}.learning_rate (or add label_smoothing) "
+                "and start again, or resume with a changed config and --force"
+            )
         best_epoch = best.restore() if train_config.restore_best else None
         recomputed = 0
         if batchnorm_trains and (not has_val or best_epoch is None):
-            # With validation the statistics were recomputed before each scored epoch and the
-            # best epoch's weights carry them; otherwise recompute now, once.
             recomputed = recompute_statistics(model, batchnorm_images())
         elif batchnorm_trains:
             recomputed = report.trainable_batchnorm_layers
-        result.phases.append(
-            PhaseResult(
-                name=phase.name,
-                epochs_run=epochs_run,
-                best_epoch=None if best_epoch is None else best_epoch + 1,
-                freeze=report,
-                batchnorm_recomputed=recomputed,
-            )
+        state.phases_done.append(
+            {
+                "name": phase.name,
+                "epochs_run": state.epochs_done - state.phase_start_epoch,
+                "best_epoch": None if best_epoch is None else best_epoch + 1,
+                "frozen_backbone_layers": report.frozen_layers,
+                "trainable_params": report.trainable_params,
+                "batchnorm_layers_recomputed": recomputed,
+            }
+        )
+        result.phases = list(state.phases_done)
+        state = TrainState(
+            phase_index=index + 1,
+            phase_start_epoch=state.epochs_done,
+            epochs_done=state.epochs_done,
+            phases_done=state.phases_done,
         )
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _training_data(data: DataBundle, epochs_done: int) -> Any:
+    """The shuffled, augmented training set; a resumed run draws a new, seeded order."""
+    if epochs_done == 0:
+        return data.training()
+    return dataclasses.replace(data, seed=data.seed + 1000 * epochs_done).training()
+
+
+def read_history(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    """The rows of an existing history.csv up to `upto_epoch` (a resumed run drops the rest)."""
+    if upto_epoch <= 0 or not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= upto_epoch]
+    for row in rows:
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"):
+            value = row.get(key)
+            row[key] = float(value) if value not in (None, "") else None
+        row["epoch"] = int(row["epoch"])
+        if isinstance(row["loss"], float) and not math.isfinite(row["loss"]):
+            row["loss"] = None
+    return rows

@@ -1,0 +1,44 @@
+"""The `.keras` file: the classifier for Keras users, loadable without transferctl.
+
+Input float32 RGB 0-255 [batch, H, W, 3] at the training size (resize first, bilinear with
+antialiasing), output softmax probabilities. The backbone's preprocessing is inside, as
+built-in layers; no optimizer state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferctl import rundir, runtime
+from transferctl.export.portable import portable_keras_model
+from transferctl.export.source import Samples, predict_keras
+
+NAME = "model.keras"
+
+
+def write(model: Any, target: Path, image_size: tuple[int, int]) -> dict[str, Any]:
+    portable, custom_objects = portable_keras_model(model)
+    with rundir.atomic_path(target, suffix=".keras") as temporary:
+        portable.save(str(temporary))
+    return {
+        "inputs": {
+            "image": {
+                "dtype": "float32",
+                "shape": [None, image_size[0], image_size[1], 3],
+                "range": [0, 255],
+            }
+        },
+        "outputs": {"probabilities": {"dtype": "float32", "shape": [None, None]}},
+        "custom_objects": custom_objects,
+        "load_with": "keras.saving.load_model(path, compile=False)",
+    }
+
+
+def predict(target: Path, samples: Samples) -> dict[str, np.ndarray]:
+    keras = runtime.keras()
+    with runtime.quiet_native_stderr():
+        loaded = keras.saving.load_model(str(target), compile=False, safe_mode=True)
+    return {"model": predict_keras(loaded, samples.resized)}

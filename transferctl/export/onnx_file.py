@@ -1,0 +1,90 @@
+"""ONNX for onnxruntime and the inference stacks that take it: raw images in, probabilities out.
+
+Input `image` uint8 [batch, height, width, 3], any height and width (RGB, NHWC); output
+`probabilities` float32 [batch, classes]. Resizing (antialiased bilinear, as training, written as
+two matrix products because tf2onnx cannot convert `ScaleAndTranslate`) and preprocessing run
+inside. The class names and input size are also stored in the file's metadata properties.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferctl import rundir, runtime
+from transferctl.export import extras
+from transferctl.export.native import captured_native_output
+from transferctl.export.serving import resize_by_matmul
+from transferctl.export.source import Samples
+
+NAME = "model.onnx"
+OPSET = 17
+INPUT = "image"
+OUTPUT = "probabilities"
+
+
+def write(
+    model: Any, target: Path, image_size: tuple[int, int], class_names: list[str]
+) -> dict[str, Any]:
+    tf = runtime.tf()
+    tf2onnx = _tf2onnx()
+    spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT)
+
+    @tf.function(input_signature=[spec])
+    def classify(image: Any) -> dict[str, Any]:
+        return {OUTPUT: model(resize_by_matmul(image, image_size), training=False)}
+
+    with captured_native_output():
+        proto, _ = tf2onnx.convert.from_function(classify, input_signature=[spec], opset=OPSET)
+    _name_dimensions(proto)
+    for key, value in (
+        ("class_names", json.dumps(class_names)),
+        ("input_size", json.dumps(list(image_size))),
+    ):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with rundir.atomic_path(target, suffix=".onnx") as temporary:
+        temporary.write_bytes(proto.SerializeToString())
+    return {
+        "opset": OPSET,
+        "inputs": {INPUT: {"dtype": "uint8", "shape": ["batch", "height", "width", 3]}},
+        "outputs": {OUTPUT: {"dtype": "float32", "shape": ["batch", len(class_names)]}},
+        "note": "RGB pixels (NHWC) of any size; resized (bilinear, antialiased) and "
+        "preprocessed inside",
+    }
+
+
+def predict(target: Path, samples: Samples) -> dict[str, np.ndarray]:
+    """Run the file in onnxruntime on the samples as decoded (their own sizes)."""
+    onnxruntime = extras.load("onnxruntime", "onnx")
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    outputs = [session.run([OUTPUT], {INPUT: raw[np.newaxis]})[0][0] for raw in samples.raw]
+    return {"model": np.stack(outputs)}
+
+
+def _tf2onnx() -> Any:
+    tf2onnx = extras.load("tf2onnx", "onnx")
+    extras.load("onnx", "onnx")
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    try:  # tf2onnx 1.17 still uses numpy 1 names; Keras ships the patch it uses for export
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+    except ImportError:
+        pass
+    else:
+        patch_tf2onnx()
+    return tf2onnx
+
+
+def _name_dimensions(proto: Any) -> None:
+    """tf2onnx names free dimensions `unk__123`; name them for what they are."""
+    for value, names in (
+        (proto.graph.input[0], ("batch", "height", "width")),
+        (proto.graph.output[0], ("batch",)),
+    ):
+        for dimension, name in zip(value.type.tensor_type.shape.dim, names, strict=False):
+            if dimension.dim_param:
+                dimension.dim_param = name
