@@ -199,21 +199,28 @@ def test_exif_orientation_is_undone_like_pillow(tmp_path: Path) -> None:
     """Every EXIF orientation, through the folder audit and the tf.data pipeline."""
     pytest.importorskip("tensorflow")
     pixels = asymmetric()
-    for orientation in range(1, 9):
-        for extension, tolerance in (("png", 1e-3), ("jpg", 6.0)):
-            path = with_orientation(pixels, orientation, tmp_path / f"o{orientation}.{extension}")
-            report = audit.inspect_file(path, webp=False)
-            assert report.usable and report.orientation == orientation
-            upright = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
-            examples = Examples(
-                labels=np.zeros(1, np.int32),
-                paths=np.asarray([str(path)]),
-                orientation=np.asarray([report.orientation], np.uint8),
-            )
-            size = upright.shape[:2]  # the upright size: resizing changes nothing
-            (images, _), *_ = pipeline.make_dataset(examples, size, 1, 2)
-            difference = np.abs(np.asarray(images[0]) - upright.astype(np.float32)).mean()
-            assert difference <= tolerance, (orientation, extension, difference)
+    files = [
+        with_orientation(pixels, orientation, tmp_path / f"o{orientation}.{extension}")
+        for orientation in range(1, 9)
+        for extension in ("png", "jpg")
+    ]
+    reports = [audit.inspect_file(path, webp=False) for path in files]
+    assert [r.orientation for r in reports] == [o for o in range(1, 9) for _ in range(2)]
+    upright = [
+        np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")) for path in files
+    ]
+    for size in {image.shape[:2] for image in upright}:  # the upright size: resizing is a no-op
+        chosen = [index for index, image in enumerate(upright) if image.shape[:2] == size]
+        examples = Examples(
+            labels=np.zeros(len(chosen), np.int32),
+            paths=np.asarray([str(files[index]) for index in chosen]),
+            orientation=np.asarray([reports[index].orientation for index in chosen], np.uint8),
+        )
+        (images, _), *_ = pipeline.make_dataset(examples, size, len(chosen), 2)
+        for image, index in zip(np.asarray(images), chosen, strict=True):
+            difference = np.abs(image - upright[index].astype(np.float32)).mean()
+            tolerance = 1e-3 if files[index].suffix == ".png" else 6.0  # JPEG's own loss
+            assert difference <= tolerance, (files[index].name, difference)
 
 
 def test_balanced_class_weights_are_sklearns() -> None:
@@ -240,12 +247,11 @@ def test_skip_trains_on_a_salted_folder_and_lists_exactly_the_bad_files(
         data={"validation_split": 0.25, "test_split": 0.15},
         output={"runs_dir": str(tmp_path / "runs")},
     )
+    config["train"]["phases"] = config["train"]["phases"][:1]
     result = cli("finetune", write_config(tmp_path / "salted.yaml", config))
     assert result.exit_code == 0, result.output
     run = Path(result.stdout.strip().splitlines()[-1])
-    listed = dict(
-        line.split("\t", 1) for line in (run / "bad_files.txt").read_text().splitlines()
-    )
+    listed = dict(line.split("\t", 1) for line in (run / "bad_files.txt").read_text().splitlines())
     assert set(listed) == set(bad)
     assert f"skipped {len(bad)} unusable file(s)" in result.stderr
     assert (run / "labels.txt").read_text().split() == ["blue", "green", "red"]

@@ -206,7 +206,7 @@ def test_predict_accepts_the_exported_saved_model(
     (line,) = [line for line in result.stdout.splitlines() if line.strip()]
     prediction = json.loads(line)
     assert Path(prediction["path"]).name == odd_image[0].name
-    assert prediction["top"][0]["label"] == fresh_process["top"]
+    assert prediction["predictions"][0]["label"] == fresh_process["top"]
 
 
 def test_onnx_takes_raw_images_of_any_size(
@@ -314,6 +314,17 @@ def test_a_folder_that_is_not_a_finished_run_exits_2(
     assert result.stderr == (
         f"error: RUN_DIR: {tmp_path} has no model.keras; its training did not finish; "
         "pass a finished run directory made by finetune\n"
+    )
+
+
+def test_the_run_directory_itself_is_not_an_export_folder(
+    tiny_run: Path, cli: Callable[..., Any]
+) -> None:
+    result = cli("export", tiny_run, "--format", "keras", "--out", tiny_run)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"error: --out: {tiny_run} is the run directory itself; the export would replace its "
+        "model.keras; pass another folder"
     )
 
 

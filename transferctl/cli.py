@@ -233,7 +233,7 @@ def doctor(
         Path,
         typer.Argument(
             metavar="DATA_PATH",
-            help="Class sub-folders, or train/ [val/] [test/] each holding them.",
+            help="Class sub-folders, or train/ (and val/, test/) each holding them.",
             show_default=False,
         ),
     ],

@@ -71,6 +71,7 @@ def resume(
         raise UserError(
             "--resume", f"{run_dir} is not a transferctl run (no config.yaml)", "check the path"
         )
+    rundir.remove_leftovers(run_dir)
     saved = load_config(run_dir / rundir.CONFIG)
     state = checkpoint.load_state(run_dir / rundir.CHECKPOINTS)
     if state is not None and state.finished and (run_dir / rundir.MODEL).is_file():

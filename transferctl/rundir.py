@@ -86,11 +86,24 @@ def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
+        if temporary.is_file():
+            # mkstemp creates 0600 files; results are meant to be shared like any other file
+            os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, target)
         _fsync_dir(target.parent)
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+def remove_leftovers(folder: Path) -> int:
+    """Delete temporary files that a killed writer left behind (never a finished file)."""
+    removed = 0
+    for path in folder.rglob(".*.tmp*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_text(target: Path, text: str) -> None:
@@ -100,6 +113,12 @@ def write_text(target: Path, text: str) -> None:
 
 def write_json(target: Path, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -95,7 +95,13 @@ class Report:
         splits = list(counts)
         width = max(len(name) for name in found.class_names) + 2
         self.say()
-        self.say(f"classes: {len(found.class_names)} (usable images per split)")
+        kept = found.kept_classes()
+        with_images = (
+            f", {len(kept)} with usable training images"
+            if len(kept) < len(found.class_names)
+            else ""
+        )
+        self.say(f"classes: {len(found.class_names)}{with_images} (usable images per split)")
         self.say("  " + "class".ljust(width) + "".join(split.rjust(8) for split in splits))
         for name in found.class_names:
             cells = "".join(str(counts[split][name]).rjust(8) for split in splits)
@@ -104,7 +110,6 @@ class Report:
             self.say(
                 f"  {split}/ has other class folders than train/: {', '.join(names) or 'none'}"
             )
-        kept = found.kept_classes()
         if len(kept) < 2:
             return
         ratio = found.imbalance()

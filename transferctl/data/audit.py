@@ -150,17 +150,18 @@ class FolderAudit:
         return next((entry for entry in self.skipped() if entry[0] not in ignored), None)
 
     def duplicates(self) -> list[list[FileReport]]:
-        """Groups of usable files with identical bytes, each sorted by path."""
+        """Groups of usable files with identical bytes, each in split order (train first)."""
         groups: dict[str, list[FileReport]] = defaultdict(list)
         for report in self.usable():
             assert report.sha1 is not None
             groups[report.sha1].append(report)
-        return sorted(
-            (group for group in groups.values() if len(group) > 1), key=lambda g: g[0].path
-        )
+        ordered = [sorted(group, key=_split_order) for group in groups.values() if len(group) > 1]
+        return sorted(ordered, key=lambda group: _split_order(group[0]))
 
     def tiny(self, side: int = TINY_SIDE) -> list[FileReport]:
-        return [f for f in self.usable() if min(f.width, f.height) < side]
+        """Usable images smaller than `side` pixels on a side, smallest first."""
+        tiny = [f for f in self.usable() if min(f.width, f.height) < side]
+        return sorted(tiny, key=lambda f: (f.width * f.height, f.path))
 
     def imbalance(self) -> float:
         """Largest over smallest count of usable training images among the kept classes."""
@@ -170,6 +171,10 @@ class FolderAudit:
     def converted(self) -> list[FileReport]:
         """Usable files that decoding converts: not 8-bit RGB, or EXIF-rotated."""
         return [f for f in self.usable() if f.mode != "RGB" or f.orientation != 1]
+
+
+def _split_order(report: FileReport) -> tuple[int, str]:
+    return SPLITS.index(report.split), report.path
 
 
 def audit_folder(

@@ -18,6 +18,7 @@ import numpy as np
 from transferctl import rundir, runtime
 from transferctl.export import extras
 from transferctl.export.native import captured_native_output
+from transferctl.export.parity import ExportFailed
 from transferctl.export.serving import resize_by_matmul
 from transferctl.export.source import Samples
 
@@ -40,6 +41,13 @@ def write(
 
     with captured_native_output():
         proto, _ = tf2onnx.convert.from_function(classify, input_signature=[spec], opset=OPSET)
+    onnx = extras.load("onnx", "onnx")
+    try:  # tf2onnx leaves an op it cannot convert in the graph and only logs it
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        raise ExportFailed(
+            f"onnx: tf2onnx produced an invalid graph: {str(error).strip().splitlines()[0]}"
+        ) from None
     _name_dimensions(proto)
     for key, value in (
         ("class_names", json.dumps(class_names)),
@@ -68,7 +76,6 @@ def predict(target: Path, samples: Samples) -> dict[str, np.ndarray]:
 
 def _tf2onnx() -> Any:
     tf2onnx = extras.load("tf2onnx", "onnx")
-    extras.load("onnx", "onnx")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:  # tf2onnx 1.17 still uses numpy 1 names; Keras ships the patch it uses for export
         from keras.src.export.tf2onnx_lib import patch_tf2onnx

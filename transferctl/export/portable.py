@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from transferctl import runtime
+from transferctl.errors import UserError
 
 _MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
@@ -25,8 +26,16 @@ def load_run_model(path: Path) -> Any:
     keras = runtime.keras()
     import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess
 
-    with runtime.quiet_native_stderr():
-        return keras.saving.load_model(str(path), compile=False, safe_mode=True)
+    try:
+        with runtime.quiet_native_stderr():
+            return keras.saving.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - a damaged file is the user's input
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise UserError(
+            str(path),
+            f"cannot load the model ({type(error).__name__}: {first_line})",
+            "the file is damaged; train the run again",
+        ) from None
 
 
 def float32_model(model: Any) -> Any:
@@ -79,10 +88,10 @@ def _built_in_preprocess(mode: str, name: str) -> Any:
         return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name, dtype="float32")
     if mode == "caffe":
         kernel = np.eye(3, dtype=np.float32)[::-1]  # row i (RGB) feeds column 2 - i (BGR)
-        bias = -np.asarray(preprocess._IMAGENET_MEAN_BGR, dtype=np.float32)
+        bias = -np.asarray(preprocess.IMAGENET_MEAN_BGR, dtype=np.float32)
     elif mode == "torch":
-        std = np.asarray(preprocess._TORCH_STD, dtype=np.float64)
-        mean = np.asarray(preprocess._TORCH_MEAN, dtype=np.float64)
+        std = np.asarray(preprocess.TORCH_STD, dtype=np.float64)
+        mean = np.asarray(preprocess.TORCH_MEAN, dtype=np.float64)
         kernel = np.diag(1.0 / (255.0 * std)).astype(np.float32)
         bias = (-mean / std).astype(np.float32)
     else:

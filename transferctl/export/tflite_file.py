@@ -28,6 +28,7 @@ import numpy as np
 from transferctl import rundir, runtime
 from transferctl.export import extras
 from transferctl.export.native import captured_native_output
+from transferctl.export.parity import ExportFailed
 from transferctl.export.source import Samples
 
 SIGNATURE = "serving_default"
@@ -52,7 +53,13 @@ def write(
     )
     configure(converter, quantize, calibration)
     with _quiet():
-        flatbuffer = converter.convert()
+        try:
+            flatbuffer = converter.convert()
+        except Exception as error:  # noqa: BLE001 - the converter raises many kinds
+            raise ExportFailed(
+                f"tflite ({quantize}): the TFLite converter failed: "
+                f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+            ) from error
     with rundir.atomic_path(target, suffix=".tflite") as temporary:
         temporary.write_bytes(flatbuffer)
     return describe(target)

@@ -15,9 +15,9 @@ keras = runtime.keras()
 ops = keras.ops
 Layer: Any = keras.layers.Layer
 
-_IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
 
 
 @keras.saving.register_keras_serializable(package="transferctl")
@@ -41,10 +41,10 @@ class BackbonePreprocess(Layer):
             return x / 127.5 - 1.0
         if self.mode == "caffe":
             x = ops.flip(x, axis=-1)
-            return x - ops.convert_to_tensor(_IMAGENET_MEAN_BGR, dtype=x.dtype)
+            return x - ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype=x.dtype)
         if self.mode == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
-            std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
+            mean = ops.convert_to_tensor(TORCH_MEAN, dtype=x.dtype)
+            std = ops.convert_to_tensor(TORCH_STD, dtype=x.dtype)
             return (x / 255.0 - mean) / std
         return x
 
