@@ -60,7 +60,7 @@ def salt(root: Path) -> tuple[dict[str, str], list[Path]]:
         green / "zz_scan.tiff": "unsupported format TIFF",
         blue / "zz_alpha.webp": "WebP with transparency",
         blue / "._zz_photo.jpg": "hidden file",
-        root / "yellow": "no usable images",
+        root / "yellow": "class folder without usable images: class dropped",
     }
     (red / "zz_empty.jpg").write_bytes(b"")
     (green / "zz_truncated.png").write_bytes(png[: len(png) // 2])
@@ -223,6 +223,20 @@ def test_exif_orientation_is_undone_like_pillow(tmp_path: Path) -> None:
             assert difference <= tolerance, (files[index].name, difference)
 
 
+def test_a_file_broken_after_the_audit_is_dropped_not_fatal(tmp_path: Path) -> None:
+    """The pipeline's safety net: training data never stops an epoch on an unreadable file."""
+    pytest.importorskip("tensorflow")
+    paths = []
+    for index in range(3):
+        paths.append(tmp_path / f"{index}.png")
+        paths[-1].write_bytes(_png(noisy("red", seed=index)))
+    paths[1].write_bytes(paths[1].read_bytes()[:50])  # damaged since the audit
+    examples = Examples(labels=np.zeros(3, np.int32), paths=np.asarray([str(p) for p in paths]))
+    dataset = pipeline.make_dataset(examples, (32, 32), 8, 2, skip_unreadable=True)
+    (images, labels), *_ = dataset
+    assert images.shape == (2, 32, 32, 3) and labels.shape == (2, 2)
+
+
 def test_balanced_class_weights_are_sklearns() -> None:
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -233,7 +247,7 @@ def test_balanced_class_weights_are_sklearns() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Through the CLI (slow: trains)
+# Through the CLI (the slow ones train)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -269,7 +283,6 @@ def test_skip_trains_on_a_salted_folder_and_lists_exactly_the_bad_files(
     )
 
 
-@pytest.mark.slow
 def test_fail_stops_at_the_first_bad_file_before_the_run_directory(
     salted: tuple[Path, dict[str, str], list[Path]], cli: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -285,7 +298,6 @@ def test_fail_stops_at_the_first_bad_file_before_the_run_directory(
     assert not runs.exists()
 
 
-@pytest.mark.slow
 def test_too_few_images_for_the_split_names_the_class(
     cli: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -297,6 +309,23 @@ def test_too_few_images_for_the_split_names_the_class(
     assert result.exit_code == 2
     assert result.stderr.startswith("error: data.path: class 'blue' has 2 image(s); ")
     assert "need at least 3 per class" in result.stderr
+
+
+def test_a_single_usable_class_is_an_error_in_either_mode(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    root = make_image_folder(tmp_path / "one", classes=("red",), per_class=6)
+    (root / "green").mkdir()
+    (root / "green" / "broken.png").write_bytes(b"")
+    config_path = write_config(tmp_path / "one.yaml", tiny_config(root))
+    for policy in ("skip", "fail"):
+        result = cli("finetune", config_path, "--set", f"data.on_bad_file={policy}")
+        assert result.exit_code == 2
+        first = {
+            "skip": "has 1 class folder(s) with usable images (red); a classifier needs >= 2",
+            "fail": f"{root / 'green'}: class folder without usable images; fix or remove",
+        }[policy]
+        assert first in result.stderr, result.stderr
 
 
 @pytest.mark.slow

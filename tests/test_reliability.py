@@ -239,3 +239,28 @@ def test_keras_file_with_code_needs_unsafe(tmp_path: Path, cli) -> None:
     result = cli("finetune", path, "--quiet", "--unsafe")
     assert result.exit_code == 2  # loads now, but it is no MobileNetV3Small backbone
     assert "does not match this backbone" in result.stderr
+
+
+def test_step_checkpoints_resume_mid_epoch(tmp_path: Path, cli) -> None:
+    run = tmp_path / "run"
+    config = _config(tmp_path, "steps", checkpoint_every=5)  # 20 steps an epoch
+    process = _start(str(config), "--run-dir", str(run))
+    state_file = run / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            if state["epochs_done"] >= 1 and state["steps_done"] >= 10:
+                break
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = json.loads(state_file.read_text())
+    assert state["steps_done"] > 0  # killed after a mid-epoch checkpoint
+    killed_in = state["epochs_done"] + 1
+    result = cli("finetune", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert f"resuming {run} at epoch {killed_in}" in result.stderr
+    assert f"step {state['steps_done'] + 1}" in result.stderr
+    assert [int(row["epoch"]) for row in _history(run)] == [1, 2, 3, 4, 5]

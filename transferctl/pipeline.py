@@ -86,7 +86,11 @@ def resume(
             )
     chosen = config if config is not None and force else saved
     if console is not None:
-        where = f"epoch {state.epochs_done + 1}" if state and state.weights else "the start"
+        where = "the start"
+        if state is not None and state.weights is not None:
+            where = f"epoch {state.epochs_done + 1}"
+            if state.steps_done:
+                where += f", step {state.steps_done + 1}"
         console.print(f"resuming {run_dir} at {where}", highlight=False)
     return _train(chosen, state, run_dir, console, unsafe)
 

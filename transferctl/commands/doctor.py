@@ -14,7 +14,7 @@ import numpy as np
 import typer
 
 from transferctl.data.audit import (
-    NO_IMAGES,
+    EMPTY_CLASS,
     TINY_SIDE,
     FileReport,
     FolderAudit,
@@ -81,11 +81,15 @@ class Report:
     def header(self, validation_split: float, test_split: float) -> None:
         found = self.found
         self.say(f"data: {found.root}")
-        if found.carved:
-            carved = f"validation_split {validation_split:g}, test_split {test_split:g}"
-            self.say(f"layout: class folders; finetune carves the splits ({carved})")
+        if found.folders["train"] == found.root:
+            layout = "class folders"
         else:
-            self.say(f"layout: {' '.join(f'{split}/' for split in found.folders)}")
+            layout = " ".join(f"{split}/" for split in found.folders)
+        carved = _carved(found, validation_split, test_split)
+        if carved:
+            fractions = ", ".join(f"{key} {value:g}" for key, value in carved.items())
+            layout += f"; finetune carves {fractions} from the training images"
+        self.say(f"layout: {layout}")
         rate = len(found.files) / found.seconds if found.seconds > 0 else 0.0
         self.say(f"scanned {len(found.files)} files in {found.seconds:.2f} s ({rate:,.0f} files/s)")
 
@@ -137,12 +141,8 @@ class Report:
             )
         if found.other_classes:
             problems.append("the splits have different class folders; give each the same ones")
-        carved = {}
-        if "val" not in found.folders:
-            carved["validation_split"] = validation_split
-        if "test" not in found.folders:
-            carved["test_split"] = test_split
         train = found.counts()["train"]
+        carved = _carved(found, validation_split, test_split)
         problems += split_shortfalls({name: train[name] for name in kept}, carved)
         if problems:
             self.say()
@@ -168,7 +168,7 @@ class Report:
         dropped = found.dropped_classes()
         if dropped:
             self.say(f"empty class folders: {len(dropped)} (skip drops the class; fail stops)")
-            self.listing([f"{name}: {NO_IMAGES}" for name in dropped])
+            self.listing([f"{name}: {EMPTY_CLASS}" for name in dropped])
         if found.loose_files:
             self.say(f"files outside the class folders: {len(found.loose_files)} (not used)")
             self.listing([self.relative(path) for path in found.loose_files])
@@ -186,7 +186,8 @@ class Report:
             self.say(f"  across splits (leakage: the same image trains and scores): {len(across)}")
             self.listing([self.duplicate_line(group) for group in across])
         if within:
-            note = " (carving may put copies on both sides)" if self.found.carved else ""
+            carves = any(split not in self.found.folders for split in ("val", "test"))
+            note = " (carving splits from train may put copies on both sides)" if carves else ""
             self.say(f"  within a split{note}: {len(within)}")
             self.listing([self.duplicate_line(group) for group in within])
 
@@ -221,12 +222,22 @@ class Report:
 
     def summary(self) -> None:
         found = self.found
-        usable = [f for f in found.usable() if f.class_name in set(found.kept_classes())]
+        kept = set(found.kept_classes())
+        usable = [f for f in found.usable() if f.class_name in kept]
         self.say()
         self.say(
-            f"usable: {len(usable)} images in {len(found.kept_classes())} classes; "
-            f"left out: {len(found.skipped())}"
+            f"usable: {len(usable)} images in {len(kept)} classes; left out: {len(found.skipped())}"
         )
+
+
+def _carved(found: FolderAudit, validation_split: float, test_split: float) -> dict[str, float]:
+    """The fractions finetune would carve from train/ (for the splits the folder lacks)."""
+    carved = {}
+    if "val" not in found.folders and validation_split > 0:
+        carved["validation_split"] = validation_split
+    if "test" not in found.folders and test_split > 0:
+        carved["test_split"] = test_split
+    return carved
 
 
 def _conversion(report: FileReport) -> str:

@@ -239,6 +239,7 @@ class Train(Section):
     early_stopping: EarlyStopping | None = None
     restore_best: bool = True
     class_weight: Literal["none", "balanced"] = "none"
+    checkpoint_every: Annotated[int, Field(gt=0)] | None = None  # steps; null: every epoch
     deterministic: bool = False
     phases: Annotated[list[Phase], Field(min_length=1)] = list(DEFAULT_PHASES)
 

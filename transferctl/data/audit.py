@@ -62,7 +62,7 @@ SNIFF_BYTES = 4096
 HIDDEN_FILE = "hidden file"
 HIDDEN_FOLDER = "hidden folder"
 SYSTEM_FILE = "system file"
-NO_IMAGES = "no usable images: class dropped"
+EMPTY_CLASS = "class folder without usable images"
 TRUNCATED = "truncated image"
 LOOKS_LIKE_TEXT = "not an image (looks like text)"
 
@@ -101,11 +101,6 @@ class FolderAudit:
     loose_files: list[str] = field(default_factory=list)  # files beside the class folders
     seconds: float = 0.0
 
-    @property
-    def carved(self) -> bool:
-        """Whether the folder has no train/ val/ test/ layout (splits are carved from it)."""
-        return list(self.folders) == ["train"] and self.folders["train"] == self.root
-
     def usable(self, split: str | None = None) -> list[FileReport]:
         return [f for f in self.files if f.usable and (split is None or f.split == split)]
 
@@ -136,7 +131,9 @@ class FolderAudit:
         """(path, reason) of everything left out, sorted by path: what bad_files.txt lists."""
         dropped = set(self.dropped_classes())
         entries = [(f.path, f.reason) for f in self.files if f.reason is not None]
-        entries += [(str(self.folders["train"] / name), NO_IMAGES) for name in sorted(dropped)]
+        entries += [
+            (str(self.folders["train"] / name), f"{EMPTY_CLASS}: class dropped") for name in dropped
+        ]
         entries += [
             (f.path, f"class {f.class_name} dropped: it has no usable training image")
             for f in self.usable()
@@ -145,9 +142,15 @@ class FolderAudit:
         return sorted(entries)
 
     def first_failure(self) -> tuple[str, str] | None:
-        """The first skipped entry in path order that data.on_bad_file: fail stops at."""
-        ignored = {f.path for f in self.files if f.ignored}
-        return next((entry for entry in self.skipped() if entry[0] not in ignored), None)
+        """What data.on_bad_file: fail stops at: the first bad file or empty class, by path.
+
+        Hidden and system files are never failures.
+        """
+        entries = [(f.path, f.reason) for f in self.files if f.reason is not None and not f.ignored]
+        entries += [
+            (str(self.folders["train"] / name), EMPTY_CLASS) for name in self.dropped_classes()
+        ]
+        return min(entries, default=None)
 
     def duplicates(self) -> list[list[FileReport]]:
         """Groups of usable files with identical bytes, each in split order (train first)."""
@@ -223,9 +226,7 @@ def audit_folder(
                         jobs.append((path, split, name))
     webp = tensorflow_reads_webp()
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # Pillow's about odd EXIF or large images: not ours to print
+        warnings.simplefilter("ignore")  # Pillow's, about odd EXIF or large images
         with ThreadPoolExecutor(max_workers=workers) as pool:
             files += pool.map(lambda job: inspect_file(*job, webp=webp), jobs)
     return FolderAudit(

@@ -177,7 +177,8 @@ def current_learning_rate(model: Any) -> float:
 
 
 class EpochCheckpoint(Callback):
-    """Commit weights, optimizer state and training state after every good epoch."""
+    """Commit weights, optimizer state and training state after every good epoch, and every
+    `every_steps` batches when asked (a resumed run then skips the batches already trained)."""
 
     def __init__(
         self,
@@ -186,6 +187,8 @@ class EpochCheckpoint(Callback):
         best: BestWeights,
         guard: NaNGuard,
         early_stopping: ResumableEarlyStopping | None,
+        every_steps: int | None = None,
+        steps_before: int = 0,
     ) -> None:
         super().__init__()
         self.folder = folder
@@ -193,11 +196,28 @@ class EpochCheckpoint(Callback):
         self.best = best
         self.guard = guard
         self.early_stopping = early_stopping
+        self.every_steps = every_steps
+        self.steps_before = steps_before  # batches of this epoch trained before a resume
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.every_steps is None or self.guard.failure is not None:
+            return
+        done = self.steps_before + batch + 1
+        if done % self.every_steps == 0:
+            self.state.epochs_done = self.epoch
+            self.state.steps_done = done
+            checkpoint.save(self.model, self.folder, self.state)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.steps_before = 0
         if self.guard.failure is not None:
             return  # keep the last good checkpoint
         self.state.epochs_done = epoch + 1
+        self.state.steps_done = 0
         self.state.best_value = self.best.best
         self.state.best_epoch = self.best.best_epoch
         if self.early_stopping is not None:

@@ -28,6 +28,7 @@ class TrainState:
     phase_index: int = 0
     phase_start_epoch: int = 0
     epochs_done: int = 0
+    steps_done: int = 0  # batches already trained in epoch `epochs_done` (step checkpoints)
     phase_stopped: bool = False  # early stopping ended this phase
     weights: str | None = None  # file in checkpoints/ (model + optimizer)
     best_weights: str | None = None
@@ -51,7 +52,10 @@ def load_state(folder: Path) -> TrainState | None:
 def save(model: Any, folder: Path, state: TrainState, *, best_model_weights: bool = False) -> None:
     """Write the model's weights (and, if asked, as the new best), then commit `state`."""
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"epoch-{state.epochs_done:04d}-phase-{state.phase_index}.weights.h5"
+    name = (
+        f"epoch-{state.epochs_done:04d}-step-{state.steps_done:06d}-phase-{state.phase_index}"
+        ".weights.h5"
+    )
     with rundir.atomic_path(folder / name, suffix=".weights.h5") as temporary:
         model.save_weights(str(temporary))
     state.weights = name

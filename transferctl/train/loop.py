@@ -122,7 +122,15 @@ def train(
             best,
             *([early] if early is not None else []),
             cb.HistoryWriter(run_dir / rundir.HISTORY, phase.name, result.history),
-            cb.EpochCheckpoint(folder, state, best, guard, early),
+            cb.EpochCheckpoint(
+                folder,
+                state,
+                best,
+                guard,
+                early,
+                train_config.checkpoint_every,
+                state.steps_done if resuming_here else 0,
+            ),
             runtime.keras().callbacks.TensorBoard(
                 log_dir=str(run_dir / rundir.TENSORBOARD / phase.name),
                 write_graph=False,
@@ -150,7 +158,19 @@ def train(
                     data.steps("train"),
                 )
             )
-        if not state.phase_stopped and state.epochs_done < end_epoch:
+        if state.steps_done and not state.phase_stopped and state.epochs_done < end_epoch:
+            # killed mid-epoch after a step checkpoint: train the rest of that epoch first
+            model.fit(
+                _training_data(data, state.epochs_done).skip(state.steps_done),
+                epochs=state.epochs_done + 1,
+                initial_epoch=state.epochs_done,
+                callbacks=callbacks,
+                class_weight=class_weight,
+                verbose=0,
+            )
+            if early is not None:
+                early.initial_wait, early.initial_best = early.wait, early.best
+        if guard.failure is None and not state.phase_stopped and state.epochs_done < end_epoch:
             model.fit(
                 _training_data(data, state.epochs_done),
                 epochs=end_epoch,
