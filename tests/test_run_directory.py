@@ -84,9 +84,21 @@ def test_an_existing_run_directory_is_never_overwritten(cli, tmp_path: Path, tin
     from tests.conftest import tiny_config, write_config
 
     before = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*") if p.is_file()}
+    # another config into a finished run: refused
     config = write_config(tmp_path / "again.yaml", tiny_config())
     result = cli("finetune", config, "--run-dir", tiny_run, "--quiet")
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: --run-dir: {tiny_run} already exists and is not empty")
+    assert result.stderr.startswith(f"error: --run-dir: {tiny_run} holds a finished run whose ")
+    assert "runs are never overwritten" in result.stderr
+    # the very same command again: nothing to do
+    result = cli("finetune", tiny_run / "config.yaml", "--run-dir", tiny_run)
+    assert result.exit_code == 0
+    assert "already finished; nothing to do" in result.stderr
+    # a folder with other files in it: refused
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    result = cli("finetune", config, "--run-dir", tmp_path / "busy", "--quiet")
+    assert result.exit_code == 2
+    assert "already exists and is not empty" in result.stderr
     after = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*") if p.is_file()}
     assert before == after

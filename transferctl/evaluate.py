@@ -15,9 +15,11 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -254,18 +256,27 @@ def _folder(path: Path, config: Any, class_names: list[str], split: str | None) 
 
     from transferctl.data import pipeline, sources
 
+    # the same audit as training: bad files are left out (and named), EXIF orientation kept
     try:
-        found, folder_classes = sources.load_folder(root)
-    except UserError as error:  # a class folder without images
-        raise UserError(
-            "--data", error.what, "every class of the run needs at least one image"
-        ) from None
-    examples = found["train"]
+        scanned = sources.load_scanned_folder(root, "skip")
+    except UserError as error:
+        raise UserError("--data", error.what, error.fix) from None
+    folder_classes = scanned.class_names
+    examples = scanned.splits["train"]
     if len(examples) == 0:
         raise UserError("--data", f"{root} holds no images", "add images to the class folders")
+    empty = sorted(set(class_names) - set(folder_classes))
+    if empty:
+        raise UserError(
+            "--data",
+            f"class folder(s) without a usable image: {', '.join(empty)}",
+            "every class of the run needs at least one image",
+        )
+    for skipped_path, reason in scanned.skipped:
+        print(f"warning: --data: skipped {skipped_path}: {reason}", file=sys.stderr)
     # The folder's classes are sorted by name; map them onto the run's label indices.
     to_run_index = np.asarray([class_names.index(name) for name in folder_classes], np.int32)
-    examples = Examples(labels=to_run_index[examples.labels], paths=examples.paths)
+    examples = dataclasses.replace(examples, labels=to_run_index[examples.labels])
 
     image_size = config.data.image_size
     batch_size = config.data.batch_size

@@ -74,10 +74,17 @@ def resume(
     rundir.remove_leftovers(run_dir)
     saved = load_config(run_dir / rundir.CONFIG)
     state = checkpoint.load_state(run_dir / rundir.CHECKPOINTS)
+    changed = changed_keys(saved, config) if config is not None else []
     if state is not None and state.finished and (run_dir / rundir.MODEL).is_file():
+        if changed:
+            raise UserError(
+                "--run-dir" if config is not None else "--resume",
+                f"{run_dir} holds a finished run whose config differs in {', '.join(changed)}; "
+                "runs are never overwritten",
+                "pass a new or empty --run-dir, or drop it to create a new run",
+            )
         return FinetuneResult(run_dir, _read_json(run_dir / rundir.METRICS), already_finished=True)
     if config is not None:
-        changed = changed_keys(saved, config)
         if changed and not force:
             raise UserError(
                 "--resume",
@@ -152,7 +159,7 @@ def _train(
         )
     class_weight = None
     if config.train.class_weight == "balanced":
-        class_weight = _balanced_class_weights(data)
+        class_weight = data.class_weights()
     try:
         result = train(
             model,
@@ -202,6 +209,7 @@ def _write_run_files(
     rundir.write_text(path / rundir.CONFIG, dump_config(config))
     rundir.write_text(path / rundir.LABELS, "".join(f"{name}\n" for name in data.class_names))
     rundir.write_json(path / rundir.ENV, _environment(on, config))
+    _print_audit_findings(data, console)
     if data.bad_files:
         rundir.write_text(
             path / rundir.BAD_FILES, "".join(f"{file}\t{why}\n" for file, why in data.bad_files)
@@ -214,22 +222,29 @@ def _write_run_files(
             )
 
 
+def _print_audit_findings(data: DataBundle, console: Console | None) -> None:
+    """Duplicates across splits leak test answers into training: say so before training."""
+    found = getattr(data, "audit", None)
+    if console is None or found is None:
+        return
+    leaks = [group for group in found.duplicates() if len({f.split for f in group}) > 1]
+    if leaks:
+        console.print(
+            f"[yellow]warning[/]: {len(leaks)} image(s) appear in more than one split "
+            "(identical files): validation/test scores will be optimistic; "
+            "`transferctl doctor` lists them",
+            highlight=False,
+        )
+    for report in found.warnings()[:5]:
+        console.print(f"[yellow]warning[/]: {report.path}: {report.warning}", highlight=False)
+
+
 def _mark_finished(path: Path) -> None:
     from transferctl.train import checkpoint
 
     state = checkpoint.load_state(path / rundir.CHECKPOINTS) or checkpoint.TrainState()
     state.finished = True
     checkpoint.commit(path / rundir.CHECKPOINTS, state)
-
-
-def _balanced_class_weights(data: DataBundle) -> dict[int, float]:
-    import numpy as np
-    from sklearn.utils.class_weight import compute_class_weight
-
-    labels = data.examples["train"].labels
-    present = np.unique(labels)
-    weights = compute_class_weight("balanced", classes=present, y=labels)
-    return {int(label): float(weight) for label, weight in zip(present, weights, strict=True)}
 
 
 def _check_disk_space(target: Path, parameters: int) -> None:

@@ -376,9 +376,10 @@ class UnreadableImage(Exception):
 
 
 def read_image(path: Path, image_size: tuple[int, int]) -> np.ndarray:
-    """float32 RGB 0-255 [H, W, 3] at `image_size`, decoded and resized as training does."""
+    """float32 RGB 0-255 [H, W, 3] at `image_size`, decoded, EXIF-oriented and resized as
+    training does."""
     tf = runtime.tf()
-    from transferctl.data.pipeline import decode_and_resize
+    from transferctl.data.pipeline import decode, orient, resize
 
     try:
         encoded = path.read_bytes()
@@ -387,12 +388,21 @@ def read_image(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     if not encoded:
         raise UnreadableImage("the file is empty")
     try:
-        return np.asarray(decode_and_resize(tf.constant(encoded), image_size))
+        image = decode(tf.constant(encoded))
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        pass  # WebP, TIFF, some CMYK JPEGs: Pillow reads them
-    pixels = _pillow_rgb(path)
-    # Re-encoded losslessly, so the same decode_and_resize makes the same pixels as training.
-    return np.asarray(decode_and_resize(tf.io.encode_png(pixels), image_size))
+        image = tf.constant(_pillow_rgb(path))  # WebP, TIFF, some CMYK JPEGs: Pillow reads them
+    return np.asarray(resize(orient(image, _exif_orientation(path)), image_size))
+
+
+def _exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag (1-8), 1 when there is none: training undoes it too."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return int(image.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - no readable EXIF means no rotation
+        return 1
 
 
 def _pillow_rgb(path: Path) -> np.ndarray:

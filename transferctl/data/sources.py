@@ -169,7 +169,11 @@ def load_cifar(source: str) -> tuple[dict[str, Examples], list[str]]:
 
 
 def load_folder(root: Path) -> tuple[dict[str, Examples], list[str]]:
-    """Class sub-folders under `root`, or `train/` [`val/`] [`test/`] each holding them."""
+    """Class sub-folders under `root`, or `train/` [`val/`] [`test/`] each holding them.
+
+    Lists image files by name without opening them; `load_scanned_folder` (what training uses)
+    opens every file first and leaves the bad ones out.
+    """
     if (root / "train").is_dir():
         layout = {"train": root / "train", "val": root / "val", "test": root / "test"}
         layout = {split: folder for split, folder in layout.items() if folder.is_dir()}
