@@ -84,13 +84,12 @@ def resume(
                 "pass a new or empty --run-dir, or drop it to create a new run",
             )
         return FinetuneResult(run_dir, _read_json(run_dir / rundir.METRICS), already_finished=True)
-    if config is not None:
-        if changed and not force:
-            raise UserError(
-                "--resume",
-                f"the config differs from the run's own in {', '.join(changed)}",
-                "resume without a config to keep the run's, or pass --force to use the new one",
-            )
+    if changed and not force:
+        raise UserError(
+            "--resume",
+            f"the config differs from the run's own in {', '.join(changed)}",
+            "resume without a config to keep the run's, or pass --force to use the new one",
+        )
     chosen = config if config is not None and force else saved
     if console is not None:
         where = "the start"
