@@ -19,8 +19,8 @@ from tests.conftest import tiny_config, write_config
 pytestmark = pytest.mark.slow
 
 PHASES = [
-    {"name": "a", "epochs": 3, "learning_rate": 2e-3},
-    {"name": "b", "epochs": 2, "learning_rate": 2e-4, "freeze": {"last_trainable": 30}},
+    {"name": "a", "epochs": 2, "learning_rate": 2e-3},
+    {"name": "b", "epochs": 1, "learning_rate": 2e-4, "freeze": {"last_trainable": 30}},
 ]
 
 
@@ -81,8 +81,8 @@ def test_sigkill_mid_epoch_then_resume(tmp_path: Path, uninterrupted: Path, cli)
     result = cli("finetune", config, "--run-dir", run, "--quiet")
     assert result.exit_code == 0, result.output
     rows = _history(run)
-    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4, 5]
-    assert [row["phase"] for row in rows] == ["a", "a", "a", "b", "b"]
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert [row["phase"] for row in rows] == ["a", "a", "b"]
 
     import keras
 
@@ -99,32 +99,6 @@ def test_sigkill_mid_epoch_then_resume(tmp_path: Path, uninterrupted: Path, cli)
     result = cli("finetune", "--resume", run)
     assert result.exit_code == 0
     assert "already finished" in result.stderr
-
-
-def test_resume_with_a_changed_config_is_refused_unless_forced(tmp_path: Path, cli) -> None:
-    run = tmp_path / "run"
-    config = _config(tmp_path, "changed")
-    process = _start(str(config), "--run-dir", str(run))
-    _wait_for_rows(run, 1, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    result = cli("finetune", config, "--resume", run, "--set", "train.phases.1.learning_rate=0.001")
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: --resume: the config differs from the run's own in ")
-    assert "train.phases.1.learning_rate" in result.stderr
-    result = cli(
-        "finetune",
-        config,
-        "--resume",
-        run,
-        "--set",
-        "train.phases.1.learning_rate=0.001",
-        "--force",
-        "--quiet",
-    )
-    assert result.exit_code == 0, result.output
-    assert [int(row["epoch"]) for row in _history(run)] == [1, 2, 3, 4, 5]
-    assert float(_history(run)[3]["learning_rate"]) == pytest.approx(1e-3)
 
 
 WRITER = textwrap.dedent(
@@ -210,8 +184,11 @@ def test_deterministic_runs_have_identical_history(tmp_path: Path, cli) -> None:
     losses = []
     for index in range(2):
         config = tiny_config(
-            data={"limit": 160, "source": "digits", "augment": {"flip": "horizontal"}},
-            train={"deterministic": True},
+            data={"limit": 96, "source": "digits", "augment": {"flip": "horizontal"}},
+            train={
+                "deterministic": True,
+                "phases": [{"name": "only", "epochs": 2, "learning_rate": 1e-3}],
+            },
             output={"runs_dir": str(tmp_path / f"runs{index}")},
         )
         result = cli("finetune", write_config(tmp_path / f"d{index}.yaml", config), "--quiet")
@@ -241,7 +218,9 @@ def test_keras_file_with_code_needs_unsafe(tmp_path: Path, cli) -> None:
     assert "does not match this backbone" in result.stderr
 
 
-def test_step_checkpoints_resume_mid_epoch(tmp_path: Path, cli) -> None:
+def test_step_checkpoints_resume_mid_epoch_and_changed_configs_need_force(
+    tmp_path: Path, cli
+) -> None:
     run = tmp_path / "run"
     config = _config(tmp_path, "steps", checkpoint_every=5)  # 20 steps an epoch
     process = _start(str(config), "--run-dir", str(run))
@@ -259,8 +238,44 @@ def test_step_checkpoints_resume_mid_epoch(tmp_path: Path, cli) -> None:
     state = json.loads(state_file.read_text())
     assert state["steps_done"] > 0  # killed after a mid-epoch checkpoint
     killed_in = state["epochs_done"] + 1
-    result = cli("finetune", "--resume", run)
+
+    changed = ["--set", "train.phases.1.learning_rate=0.001"]
+    result = cli("finetune", config, "--resume", run, *changed)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --resume: the config differs from the run's own in ")
+    assert "train.phases.1.learning_rate" in result.stderr
+
+    result = cli("finetune", config, "--resume", run, *changed, "--force")
     assert result.exit_code == 0, result.output
-    assert f"resuming {run} at epoch {killed_in}" in result.stderr
-    assert f"step {state['steps_done'] + 1}" in result.stderr
-    assert [int(row["epoch"]) for row in _history(run)] == [1, 2, 3, 4, 5]
+    assert f"resuming {run} at epoch {killed_in}, step {state['steps_done'] + 1}" in result.stderr
+    rows = _history(run)
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert float(rows[2]["learning_rate"]) == pytest.approx(1e-3)
+
+
+def test_resume_after_the_last_epoch_was_committed(tmp_path: Path, uninterrupted: Path, cli):
+    """A kill after a phase's last epoch is committed, before model.keras is written."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    state_file = run / "checkpoints" / "state.json"
+    state = json.loads(state_file.read_text())
+    state.update(
+        finished=False,
+        phase_index=1,
+        phase_start_epoch=2,
+        epochs_done=3,
+        best_weights=state["weights"],
+        best_value=0.5,
+        best_epoch=2,
+        phases_done=state["phases_done"][:1],
+    )
+    state_file.write_text(json.dumps(state))
+    (run / "model.keras").unlink()
+    (run / "metrics.json").unlink()
+    result = cli("finetune", "--resume", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert [int(row["epoch"]) for row in _history(run)] == [1, 2, 3]
+    assert (run / "model.keras").is_file()
+    assert json.loads(state_file.read_text())["finished"] is True

@@ -259,12 +259,11 @@ def _folder(path: Path, config: Any, class_names: list[str], split: str | None) 
     # the same audit as training: bad files are left out (and named), EXIF orientation kept
     try:
         scanned = sources.load_scanned_folder(root, "skip")
+        folder_classes = scanned.class_names
     except UserError as error:
-        raise UserError("--data", error.what, error.fix) from None
-    folder_classes = scanned.class_names
-    examples = scanned.splits["train"]
-    if len(examples) == 0:
-        raise UserError("--data", f"{root} holds no images", "add images to the class folders")
+        if "class folder" not in error.what:
+            raise UserError("--data", error.what, error.fix) from None
+        folder_classes = []  # no class has a usable image: say which, below
     empty = sorted(set(class_names) - set(folder_classes))
     if empty:
         raise UserError(
@@ -272,6 +271,7 @@ def _folder(path: Path, config: Any, class_names: list[str], split: str | None) 
             f"class folder(s) without a usable image: {', '.join(empty)}",
             "every class of the run needs at least one image",
         )
+    examples = scanned.splits["train"]
     for skipped_path, reason in scanned.skipped:
         print(f"warning: --data: skipped {skipped_path}: {reason}", file=sys.stderr)
     # The folder's classes are sorted by name; map them onto the run's label indices.

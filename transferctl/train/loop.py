@@ -104,6 +104,7 @@ def train(
             return data.plain("train")
 
         best = cb.BestWeights(monitor, state.best_value, state.best_epoch, best_weights)
+        best.set_model(model)  # restore() may run with no fit: killed right after a phase ended
         guard = cb.NaNGuard()
         early: cb.ResumableEarlyStopping | None = None
         if stopping is not None:
