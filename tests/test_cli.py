@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from transferctl import __version__
@@ -43,6 +44,9 @@ def test_validate_and_help_never_import_tensorflow(tmp_path: Path) -> None:
         "assert r.exit_code == 0, r.output\n"
         "r = CliRunner().invoke(app, ['backbones'])\n"
         "assert r.exit_code == 0, r.output\n"
+        "for command in ('finetune', 'evaluate', 'predict', 'export', 'doctor'):\n"
+        "    r = CliRunner().invoke(app, [command, '--help'])\n"
+        "    assert r.exit_code == 0, r.output\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
         "print(loaded)\n"
     )
@@ -97,3 +101,16 @@ def test_shipped_configs_validate(cli, tmp_path: Path) -> None:
         extra = ["--set", f"data.path={tmp_path}"] if data["data"]["source"] == "folder" else []
         result = cli("validate", config, *extra)
         assert result.exit_code == 0, f"{config.name}: {result.output}"
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_lines_do_not_reach_the_terminal() -> None:
+    probe = (
+        "from transferctl import runtime\n"
+        "runtime.tf(); runtime.keras(); print(runtime.device().kind)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in ("CPU", "GPU")
+    for noise in ("I0000", "E0000", "oneDNN", "cuda", "absl::InitializeLog", "AVX"):
+        assert noise not in result.stderr, result.stderr

@@ -295,7 +295,6 @@ def _environment(on: runtime.Device, config: Config) -> dict[str, Any]:
         "precision_policy": runtime.keras().mixed_precision.global_policy().name,
         "seed": config.seed,
         "deterministic": config.train.deterministic,
-        "tf_determinism": bool(config.train.deterministic),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
         "tf_build": {k: str(v) for k, v in tf.sysconfig.get_build_info().items()},
         "command_line": sys.argv,
