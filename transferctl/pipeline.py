@@ -42,7 +42,10 @@ def finetune(
         result = finetune(config)
         print(result.run_dir, result.metrics["val"]["accuracy"])
     """
-    rundir.check_writable(config.output.runs_dir if run_dir is None else run_dir)
+    if run_dir is None:
+        rundir.check_writable(config.output.runs_dir)
+    else:
+        rundir.check_writable(run_dir, where="--run-dir")
     if run_dir is not None:
         rundir.check_available(run_dir)
     return _train(config, None, run_dir, console, unsafe)

@@ -29,17 +29,20 @@ TENSORBOARD = "tensorboard"
 BAD_FILES = "bad_files.txt"
 
 
-def check_writable(runs_dir: Path) -> None:
-    """Fail before any work when runs can't be written (read-only, a file in the way)."""
-    probe_dir = runs_dir
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise UserError("output.runs_dir", f"{probe_dir} is a file, not a folder", "pick a folder")
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise UserError(
-            "output.runs_dir", f"cannot write in {probe_dir}", "pick a folder you can write to"
-        )
+def check_writable(folder: Path, where: str = "output.runs_dir") -> None:
+    """Fail before any work when `folder` can't be written (read-only, a file in the way).
+
+    Args:
+        folder: where results will go; it may not exist yet.
+        where: the config field or option that named it, for the error.
+    """
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(where, f"{probe} is a file, not a folder", "pick a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(where, f"cannot write in {probe}", "pick a folder you can write to")
 
 
 def check_available(explicit: Path) -> None:

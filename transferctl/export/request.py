@@ -5,7 +5,6 @@ Everything here is cheap (no TensorFlow), so a mistake is reported in millisecon
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +59,7 @@ def check_request(
             f"{out} is the run directory itself; the export would replace its model.keras",
             f"pass another folder (the default is RUN_DIR/{EXPORT_DIR})",
         )
-    _check_out(out)
+    rundir.check_writable(out, where="--out")
     for export_format in chosen:
         extras.check_installed(export_format)
     return ExportRequest(run_dir=run, formats=chosen, quantize=quantize, out_dir=out)
@@ -100,13 +99,3 @@ def _check_run(run_dir: Path) -> Path:
                 "pass a finished run directory made by finetune",
             )
     return run_dir.resolve()
-
-
-def _check_out(out: Path) -> None:
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError("--out", f"{probe} is a file, not a folder", "pass a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError("--out", f"cannot write in {probe}", "pass a folder you can write to")
