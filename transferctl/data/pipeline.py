@@ -35,7 +35,6 @@ def make_dataset(
     """
     tf = runtime.tf()
     autotune = tf.data.AUTOTUNE
-    height, width = image_size
 
     if examples.images is not None:
         dataset = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels))
@@ -44,8 +43,8 @@ def make_dataset(
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
         def resize_batch(images: Any, labels: Any) -> Any:
-            images = tf.image.resize(tf.cast(images, tf.float32), (height, width))
-            return tf.clip_by_value(images, 0.0, 255.0), labels
+            # the same resize as files, `predict` and the exports: one definition of the pixels
+            return resize(images, image_size), labels
 
         dataset = dataset.map(resize_batch, num_parallel_calls=autotune)
     else:
@@ -96,7 +95,7 @@ def decode(encoded: Any) -> Any:
 
 
 def resize(image: Any, image_size: tuple[int, int]) -> Any:
-    """An image [H, W, 3] -> float32 0-255 at `image_size`, antialiased."""
+    """An image [H, W, 3] (or a batch of them) -> float32 0-255 at `image_size`, antialiased."""
     tf = runtime.tf()
     image = tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
     return tf.clip_by_value(image, 0.0, 255.0)
