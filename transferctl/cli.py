@@ -226,6 +226,33 @@ def export(
     run(run_dir, formats or [], quantize, out)
 
 
+@app.command(rich_help_panel="Use")
+@handle_errors
+def compare(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN_DIR RUN_DIR...",
+            help="Two or more run directories (finished or not).",
+            show_default=False,
+        ),
+    ],
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", metavar="FILE.png", help="Also draw every run's validation accuracy here."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")
+    ] = False,
+) -> None:
+    """The runs side by side: config keys that differ, metrics, epochs, seconds, baselines."""
+    from transferctl.commands.compare import run
+
+    run(run_dirs, plot, as_json)
+
+
 @app.command(rich_help_panel="Data")
 @handle_errors
 def doctor(

@@ -27,6 +27,7 @@ MODEL = "model.keras"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 BAD_FILES = "bad_files.txt"
+CURVES = "curves.png"
 
 
 def check_writable(folder: Path, where: str = "output.runs_dir") -> None:
