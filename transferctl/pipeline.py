@@ -133,13 +133,23 @@ def _train(
 
     from transferctl.model.classifier import build_classifier
     from transferctl.model.freezing import check_freezes
+    from transferctl.model.preprocess import is_legacy_checkpoint, without_legacy_layer
     from transferctl.train.loop import train
 
     # Pretrained weights only when there is no checkpoint yet (TF Model Garden's rule).
     has_checkpoint = state is not None and state.weights is not None
     weights = "none" if has_checkpoint else config.model.weights
+    legacy = has_checkpoint and is_legacy_checkpoint(
+        (run_dir or Path()) / rundir.CHECKPOINTS / state.weights
+    )
     model, backbone = build_classifier(
-        spec, config.image_size, weights, config.model.head, data.num_classes, safe_mode=not unsafe
+        spec,
+        config.image_size,
+        weights,
+        config.model.head,
+        data.num_classes,
+        safe_mode=not unsafe,
+        legacy_preprocess=legacy,
     )
     check_freezes(backbone, config.model.freeze, [phase.freeze for phase in config.train.phases])
     if state is None:
@@ -177,6 +187,7 @@ def _train(
     except KeyboardInterrupt:
         raise Interrupted(path) from None
 
+    model = without_legacy_layer(model)  # a resumed 0.1 run too ends with a portable model
     with rundir.atomic_path(path / rundir.MODEL, suffix=".keras") as temporary:
         model.save(str(temporary))
     metrics = final_metrics(model, data)
@@ -186,6 +197,9 @@ def _train(
         "phases": result.phases,
     }
     rundir.write_json(path / rundir.METRICS, metrics)
+    from transferctl.curves import write_run_curves
+
+    write_run_curves(path, console)  # a failure to draw only warns
     _mark_finished(path)
     return FinetuneResult(run_dir=path, metrics=metrics)
 

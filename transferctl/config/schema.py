@@ -11,6 +11,7 @@ as the validation context `base_dir`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,13 @@ from pydantic import (
 )
 
 from transferctl import backbones
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 # ----------------------------------------------------------------------------------------------
 # Freezing: all | none | {first: N} | {until: LAYER_NAME} | {last_trainable: N}
@@ -201,7 +209,7 @@ class Model(Section):
 
 
 class Phase(Section):
-    name: str
+    name: str | None = None  # a label; default phase1, phase2, ... (filled in by Train)
     epochs: Annotated[int, Field(gt=0)]
     learning_rate: PositiveFinite
     freeze: FreezeSpec | None = None
@@ -210,6 +218,23 @@ class Phase(Section):
     @classmethod
     def _freeze(cls, value: Any) -> Freeze | None:
         return None if value is None else _parse_freeze(value)
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        # the name labels history.csv rows and names a tensorboard/ sub-folder
+        if value is not None and not _PLAIN_NAME.fullmatch(value):
+            raise ValueError(
+                "expected a short label of letters, digits, '-', '_' or '.' (not starting with "
+                f"'.'), at most 64 characters; got {_shorten(value)!r}"
+            )
+        return value
+
+    @property
+    def label(self) -> str:
+        """The phase's name (filled in by `Train` when the config left it out)."""
+        assert self.name is not None, "validate through Train"
+        return self.name
 
 
 class EarlyStopping(Section):
@@ -242,6 +267,15 @@ class Train(Section):
     checkpoint_every: Annotated[int, Field(gt=0)] | None = None  # steps; null: every epoch
     deterministic: bool = False
     phases: Annotated[list[Phase], Field(min_length=1)] = list(DEFAULT_PHASES)
+
+    @field_validator("phases", mode="after")
+    @classmethod
+    def _default_names(cls, phases: list[Phase]) -> list[Phase]:
+        """Names are labels, not settings: an unnamed phase is `phase<N>`, counted from 1."""
+        return [
+            phase if phase.name else phase.model_copy(update={"name": f"phase{index + 1}"})
+            for index, phase in enumerate(phases)
+        ]
 
 
 class Output(Section):

@@ -3,8 +3,8 @@
 - A run trained with mixed precision holds float16/bfloat16 layers; exports are float32 (ONNX
   requires it, TFLite quantizes from float32), so the model is rebuilt with float32 policies and
   the same weights.
-- The exported `.keras` file must load where transferctl is not installed: the registered
-  `BackbonePreprocess` layer is swapped for built-in layers that compute the same thing.
+- The exported `.keras` file must load where transferctl is not installed: a run written by
+  transferctl 0.1 holds the registered `BackbonePreprocess` layer, swapped for built-in layers.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from transferctl import runtime
 from transferctl.errors import UserError
@@ -50,56 +48,15 @@ def float32_model(model: Any) -> Any:
 
 
 def portable_keras_model(model: Any) -> tuple[Any, list[str]]:
-    """A copy of `model` that loads with plain Keras, and the custom objects it still needs.
+    """A model that loads with plain Keras, and the custom objects it still needs (none).
 
-    The copy shares the weights of every other layer; only the preprocessing layer is new.
+    Models built by this version are portable as they are; a run written by transferctl 0.1
+    holds the registered `BackbonePreprocess` layer, swapped here for the built-in layers that
+    compute the same thing (`model.preprocess.without_legacy_layer`).
     """
-    keras = runtime.keras()
-    from transferctl.model.preprocess import BackbonePreprocess
+    from transferctl.model.preprocess import without_legacy_layer
 
-    kept: list[str] = []
-
-    def replace(layer: Any) -> Any:
-        if not isinstance(layer, BackbonePreprocess):
-            return layer
-        built_in = _built_in_preprocess(layer.mode, layer.name)
-        if built_in is None:
-            kept.append(f"transferctl>{type(layer).__name__}")
-            return layer
-        return built_in
-
-    copy = keras.models.clone_model(model, clone_function=replace)
-    return copy, kept
-
-
-def _built_in_preprocess(mode: str, name: str) -> Any:
-    """Built-in Keras layers computing `BackbonePreprocess(mode)`, or None for an unknown mode.
-
-    `caffe` (RGB->BGR minus the mean) and `torch` ((x/255 - mean) / std) are per-pixel affine
-    maps, so a frozen Dense(3) over the channel axis computes them; for `caffe` the kernel is a
-    permutation, which keeps the result bit-identical.
-    """
-    keras = runtime.keras()
-    from transferctl.model import preprocess
-
-    if mode == "none":
-        return keras.layers.Identity(name=name, dtype="float32")
-    if mode == "tf":
-        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name, dtype="float32")
-    if mode == "caffe":
-        kernel = np.eye(3, dtype=np.float32)[::-1]  # row i (RGB) feeds column 2 - i (BGR)
-        bias = -np.asarray(preprocess.IMAGENET_MEAN_BGR, dtype=np.float32)
-    elif mode == "torch":
-        std = np.asarray(preprocess.TORCH_STD, dtype=np.float64)
-        mean = np.asarray(preprocess.TORCH_MEAN, dtype=np.float64)
-        kernel = np.diag(1.0 / (255.0 * std)).astype(np.float32)
-        bias = (-mean / std).astype(np.float32)
-    else:
-        return None
-    layer = keras.layers.Dense(3, name=name, dtype="float32", trainable=False)
-    layer.build((None, None, None, 3))
-    layer.set_weights([np.ascontiguousarray(kernel), bias])
-    return layer
+    return without_legacy_layer(model), []
 
 
 def _layers(model: Any) -> Iterator[Any]:

@@ -8,10 +8,11 @@ from transferctl import runtime
 from transferctl.backbones import BackboneSpec
 from transferctl.config.schema import Head
 from transferctl.model.backbone import build_backbone
-from transferctl.model.preprocess import BackbonePreprocess
+from transferctl.model.preprocess import BackbonePreprocess, preprocess_layer
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "predictions"
+PREPROCESS_NAME = "preprocess"
 
 
 def build_classifier(
@@ -22,16 +23,25 @@ def build_classifier(
     num_classes: int,
     *,
     safe_mode: bool = True,
+    legacy_preprocess: bool = False,
 ) -> tuple[Any, Any]:
     """The model and its backbone (a nested layer named `backbone`).
 
-    The softmax runs in float32 so mixed-precision training stays numerically stable.
+    The softmax runs in float32 so mixed-precision training stays numerically stable. Every
+    layer is a built-in Keras layer, so the saved model loads without transferctl.
+
+    Args:
+        legacy_preprocess: build with the 0.1 `BackbonePreprocess` layer, to resume a run
+            whose checkpoint holds it (`preprocess.is_legacy_checkpoint`).
     """
     keras = runtime.keras()
     layers = keras.layers
     backbone = build_backbone(spec, image_size, weights, safe_mode=safe_mode)
     inputs = keras.Input((image_size[0], image_size[1], 3), name=INPUT_NAME)
-    x = BackbonePreprocess(spec.preprocess, name="preprocess")(inputs)
+    if legacy_preprocess:
+        x = BackbonePreprocess(spec.preprocess, name=PREPROCESS_NAME)(inputs)
+    else:
+        x = preprocess_layer(spec.preprocess, PREPROCESS_NAME)(inputs)
     x = backbone(x)
     if head.pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="pool")(x)

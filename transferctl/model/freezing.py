@@ -17,6 +17,7 @@ from typing import Any
 from transferctl import runtime
 from transferctl.config.schema import Freeze
 from transferctl.errors import UserError
+from transferctl.model.preprocess import LAYER_NAME as PREPROCESS_LAYER_NAME
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def check_freezes(backbone: Any, model_freeze: Freeze, phase_freezes: list[Freez
 def apply_freeze(
     model: Any, backbone: Any, freeze: Freeze, train_batchnorm: bool, where: str
 ) -> FreezeReport:
-    """Set `trainable` on every backbone layer; the head always trains."""
+    """Set `trainable` on every backbone layer; the head always trains, preprocessing never."""
     batch_norm = runtime.keras().layers.BatchNormalization
     prefix = frozen_prefix(backbone, freeze, where)
     backbone.trainable = True
@@ -77,8 +78,8 @@ def apply_freeze(
     if prefix >= len(backbone.layers):
         backbone.trainable = False
     for layer in model.layers:
-        if layer is not backbone:
-            layer.trainable = True
+        if layer is not backbone and layer.name != PREPROCESS_LAYER_NAME:
+            layer.trainable = True  # the head; the preprocessing constants never train
     return FreezeReport(
         frozen_layers=prefix,
         trainable_layers=len(backbone.layers) - prefix,

@@ -122,7 +122,7 @@ def train(
             ),
             best,
             *([early] if early is not None else []),
-            cb.HistoryWriter(run_dir / rundir.HISTORY, phase.name, result.history),
+            cb.HistoryWriter(run_dir / rundir.HISTORY, phase.label, result.history),
             cb.EpochCheckpoint(
                 folder,
                 state,
@@ -133,7 +133,7 @@ def train(
                 state.steps_done if resuming_here else 0,
             ),
             runtime.keras().callbacks.TensorBoard(
-                log_dir=str(run_dir / rundir.TENSORBOARD / phase.name),
+                log_dir=str(run_dir / rundir.TENSORBOARD / phase.label),
                 write_graph=False,
                 profile_batch=0,
             ),
@@ -141,7 +141,7 @@ def train(
         end_epoch = state.phase_start_epoch + phase.epochs
         if console is not None:
             console.print(
-                f"phase [bold]{phase.name}[/]: {phase.epochs} epoch(s) at learning rate "
+                f"phase [bold]{phase.label}[/]: {phase.epochs} epoch(s) at learning rate "
                 f"{phase.learning_rate:g}; backbone layers frozen {report.frozen_layers}, "
                 f"trainable {report.trainable_layers}; trainable parameters "
                 f"{report.trainable_params:,}"
@@ -152,7 +152,7 @@ def train(
             callbacks.append(
                 cb.ProgressDisplay(
                     console,
-                    phase.name,
+                    phase.label,
                     state.phase_start_epoch,
                     phase.epochs,
                     total_epochs,
@@ -196,7 +196,7 @@ def train(
             recomputed = report.trainable_batchnorm_layers
         state.phases_done.append(
             {
-                "name": phase.name,
+                "name": phase.label,
                 "epochs_run": state.epochs_done - state.phase_start_epoch,
                 "best_epoch": None if best_epoch is None else best_epoch + 1,
                 "frozen_backbone_layers": report.frozen_layers,
