@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_config, write_config
+from tests.test_curves import assert_curves_png
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +95,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path: Path, uninterrupted: Path, cli)
     assert resumed > 0.6 and abs(resumed - whole) < 0.1, (resumed, whole)
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["finished"] is True
+    assert_curves_png(run / "curves.png")  # drawn when the resumed run finished
 
     # resuming a finished run says so and exits 0
     result = cli("finetune", "--resume", run)
@@ -274,8 +276,10 @@ def test_resume_after_the_last_epoch_was_committed(tmp_path: Path, uninterrupted
     state_file.write_text(json.dumps(state))
     (run / "model.keras").unlink()
     (run / "metrics.json").unlink()
+    (run / "curves.png").unlink(missing_ok=True)
     result = cli("finetune", "--resume", run, "--quiet")
     assert result.exit_code == 0, result.output
     assert [int(row["epoch"]) for row in _history(run)] == [1, 2, 3]
     assert (run / "model.keras").is_file()
+    assert_curves_png(run / "curves.png")
     assert json.loads(state_file.read_text())["finished"] is True

@@ -119,7 +119,7 @@ def curves_figure(
                     edgecolors="black",
                     linewidths=1.2,
                     zorder=4,
-                    label="epoch kept",
+                    label="kept (each phase's best epoch)",
                 )
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
@@ -132,7 +132,14 @@ def curves_figure(
         axes.grid(True, axis="y", color="0.88", linewidth=0.6)
         axes.set_axisbelow(True)
         _name_phases(axes, history)
-    panels[1].legend(loc="best", fontsize=8.5, framealpha=0.9)
+    # below the panels, where it never hides a point
+    figure.legend(
+        *panels[1].get_legend_handles_labels(),
+        loc="outside lower center",
+        ncol=3,
+        fontsize=8.5,
+        frameon=False,
+    )
     return figure
 
 
@@ -178,7 +185,7 @@ def overlay_figure(curves: Sequence[tuple[str, Sequence[Epoch]]], title: str) ->
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(9, 4.8), dpi=120, layout="constrained")
+    figure = Figure(figsize=(10, 4.8), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     colors = _colors(len(curves))
@@ -205,8 +212,10 @@ def overlay_figure(curves: Sequence[tuple[str, Sequence[Epoch]]], title: str) ->
         _accuracy_limits(axes, values)
     axes.grid(True, color="0.9", linewidth=0.6)
     axes.set_axisbelow(True)
-    columns = 1 if len(curves) <= 8 else 2
-    axes.legend(loc="best", fontsize=8.5, ncol=columns, framealpha=0.9)
+    # beside the plot, where it never hides a curve
+    figure.legend(
+        loc="outside right upper", fontsize=8.5, ncol=1 if len(curves) <= 16 else 2, frameon=False
+    )
     return figure
 
 
@@ -335,7 +344,8 @@ def _accuracy_limits(axes: Any, values: Sequence[float]) -> None:
         middle = (top + bottom) / 2
         bottom, top = max(middle - 0.05, 0.0), min(middle + 0.05, 1.0)
         bottom, top = (top - 0.1, top) if top == 1.0 else (bottom, bottom + 0.1)
-    axes.set_ylim(bottom, top + 0.005)
+    margin = (top - bottom) * 0.04  # room for a marker (and its ring) at exactly 0 or 1
+    axes.set_ylim(bottom - margin, top + margin)
 
 
 def _colors(count: int) -> list[Any]:
