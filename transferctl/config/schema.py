@@ -37,7 +37,7 @@ def _shorten(text: str, limit: int = 80) -> str:
 # Freezing: all | none | {first: N} | {until: LAYER_NAME} | {last_trainable: N}
 # ----------------------------------------------------------------------------------------------
 
-FREEZE_CHOICES = "all, none, {first: N}, {until: LAYER_NAME}, {last_trainable: N}"
+FREEZE_CHOICES = "all, none, {first: N}, {until: LAYER_NAME}, {last_trainable: N}, {regex: PATTERN}"
 
 
 class Freeze(BaseModel):
@@ -45,7 +45,7 @@ class Freeze(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    mode: Literal["all", "none", "first", "until", "last_trainable"]
+    mode: Literal["all", "none", "first", "until", "last_trainable", "regex"]
     value: int | str | None = None
 
     def to_yaml(self) -> str | dict[str, int | str]:
@@ -81,6 +81,14 @@ def _parse_freeze(value: Any) -> Freeze:
             if not isinstance(inner, str) or not inner:
                 raise ValueError(f"`until` expects a layer name; got {inner!r}")
             return Freeze(mode="until", value=inner)
+        if key == "regex":
+            if not isinstance(inner, str) or not inner:
+                raise ValueError(f"`regex` expects a pattern of layer names; got {inner!r}")
+            try:
+                re.compile(inner)
+            except re.error as error:
+                raise ValueError(f"`regex` {inner!r} is not a valid pattern ({error})") from None
+            return Freeze(mode="regex", value=inner)
     raise ValueError(f"expected one of {FREEZE_CHOICES}; got {value!r}")
 
 
@@ -124,6 +132,28 @@ class Data(Section):
     batch_size: Annotated[int, Field(gt=0)] = 32
     augment: Augment = Augment()
     on_bad_file: Literal["skip", "fail"] = "skip"
+    classes: Annotated[list[str], Field(min_length=2)] | None = None  # a subset, in this order
+    per_class: Annotated[int, Field(gt=0)] | None = None  # at most N training images per class
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _names_as_text(cls, value: Any) -> Any:
+        # digits' classes are named 0..9, which YAML reads as numbers
+        if isinstance(value, list):
+            return [
+                str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+                for item in value
+            ]
+        return value
+
+    @field_validator("classes", mode="after")
+    @classmethod
+    def _distinct_classes(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            repeated = sorted({name for name in value if value.count(name) > 1})
+            if repeated:
+                raise ValueError(f"lists {', '.join(map(repr, repeated))} more than once")
+        return value
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -156,6 +186,11 @@ class Head(Section):
     pooling: Literal["avg", "max", "flatten"] = "avg"
     hidden: list[Annotated[int, Field(gt=0)]] = [256]
     dropout: Fraction = 0.2
+    # auto: linear_probe when the first phase trains the head alone on a frozen backbone
+    init: Literal["auto", "random", "linear_probe"] = "auto"
+
+
+RUN_PREFIX = "run:"  # `weights: {run: NAME}` before it is resolved to a run directory
 
 
 class Model(Section):
@@ -182,9 +217,24 @@ class Model(Section):
             )
         return spec.name
 
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _run_by_name(cls, value: Any) -> Any:
+        # {run: NAME} stays a marker until Config knows output.runs_dir (see _find_named_run)
+        if isinstance(value, dict):
+            if set(value) != {"run"} or not isinstance(value["run"], str) or not value["run"]:
+                raise ValueError(
+                    "expected imagenet, none, a file, a run directory or {run: NAME}; "
+                    f"got {value!r}"
+                )
+            return RUN_PREFIX + value["run"]
+        return value
+
     @field_validator("weights", mode="after")
     @classmethod
     def _weights_source(cls, value: str, info: ValidationInfo) -> str:
+        if value.startswith(RUN_PREFIX):
+            return value
         if value.strip().lower() in ("imagenet", "none"):
             return value.strip().lower()
         path = _resolve(Path(value), info)
@@ -266,6 +316,8 @@ class Train(Section):
     class_weight: Literal["none", "balanced"] = "none"
     checkpoint_every: Annotated[int, Field(gt=0)] | None = None  # steps; null: every epoch
     deterministic: bool = False
+    # auto: a phase with the whole backbone frozen and no augmentation trains on cached features
+    feature_cache: Literal["auto", "off"] = "auto"
     phases: Annotated[list[Phase], Field(min_length=1)] = list(DEFAULT_PHASES)
 
     @field_validator("phases", mode="after")
@@ -309,6 +361,12 @@ class Config(Section):
         if data.image_size is None:
             data = data.model_copy(update={"image_size": (spec.native_size, spec.native_size)})
         model = self.model
+        if model.weights.startswith(RUN_PREFIX):
+            # {run: NAME}: the newest finished run of that name; the resolved config names it
+            from transferctl.runs import newest_finished_run
+
+            found = newest_finished_run(self.output.runs_dir, model.weights[len(RUN_PREFIX) :])
+            model = model.model_copy(update={"weights": str(found)})
         if model.train_batchnorm is None:
             # From scratch, BatchNorm must learn its statistics; on pretrained weights the
             # Keras recipe keeps it frozen and in inference mode.

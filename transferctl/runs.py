@@ -1,0 +1,65 @@
+"""Finding earlier runs by name: `model.weights: {run: NAME}` (source -> target).
+
+Reads only files (config.yaml, checkpoints/state.json, model.keras); never TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from transferctl.errors import UserError
+
+WHERE = "model.weights"
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run whose training finished: its state says so and its model.keras exists."""
+    state = run_dir / "checkpoints" / "state.json"
+    if not (run_dir / "model.keras").is_file() or not state.is_file():
+        return False
+    try:
+        return bool(json.loads(state.read_text(encoding="utf-8")).get("finished"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_name(run_dir: Path) -> str | None:
+    """The `name` in a run's resolved config.yaml, or None when it has none or can't be read."""
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return str(saved["name"]) if isinstance(saved, dict) and saved.get("name") else None
+
+
+def newest_finished_run(runs_dir: Path, name: str) -> Path:
+    """The newest finished run called `name` in `runs_dir` (by folder time stamp, then mtime).
+
+    Example:
+        source = newest_finished_run(Path("runs"), "digits-source")
+
+    Raises:
+        UserError: no finished run of that name (unfinished ones are named in the message).
+    """
+    candidates = []
+    if runs_dir.is_dir():
+        for folder in runs_dir.glob(f"{_glob_escape(name)}-*"):
+            if folder.is_dir() and run_name(folder) == name:
+                candidates.append(folder)
+    finished = [folder for folder in candidates if is_finished(folder)]
+    if not finished:
+        unfinished = f" ({len(candidates)} unfinished)" if candidates else ""
+        raise UserError(
+            WHERE,
+            f"no finished run named {name!r} in {runs_dir.resolve()}{unfinished}",
+            f"train it first (transferctl finetune with name: {name}), or check output.runs_dir",
+        )
+    newest = max(finished, key=lambda folder: (folder.name, folder.stat().st_mtime))
+    return newest.resolve()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{char}]" if char in "*?[]" else char for char in text)
