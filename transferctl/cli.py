@@ -232,7 +232,7 @@ def compare(
     run_dirs: Annotated[
         list[Path],
         typer.Argument(
-            metavar="RUN_DIR RUN_DIR...",
+            metavar="RUN_DIR",
             help="Two or more run directories (finished or not).",
             show_default=False,
         ),
