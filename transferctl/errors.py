@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import reprlib
 import sys
 import traceback
 from collections.abc import Callable
@@ -21,6 +23,52 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+
+# The longest value quoted in an error line, and the longest part of a line: a value the user
+# gave (a YAML alias bomb, a path of 4,000 characters) is cut, never printed whole.
+QUOTE_CHARS = 200
+PART_CHARS = {"where": 400, "what": 2000, "fix": 600}
+WORD_CHARS = 300  # longer than any sensible path
+
+
+def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` cut to `limit` characters, the cut marked with an ellipsis and the full length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(limit - 1, 0)]}… ({len(text):,} characters)"
+
+
+def _readable(part: str, kind: str) -> str:
+    """`part` with every run of non-blank characters longer than `WORD_CHARS` cut (a value
+    quoted whole by whoever raised), then cut to `PART_CHARS[kind]`."""
+    words = re.sub(
+        rf"[^\s;,]{{{WORD_CHARS + 1},}}", lambda found: shorten(found[0], WORD_CHARS), part
+    )
+    return shorten(words, PART_CHARS[kind])
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """`repr(value)` for an error line, never expanding more than about `limit` characters.
+
+    A plain `repr` of a list holding a million references to one long string is built whole
+    before it could be cut; `reprlib` stops early at every level.
+
+    Example:
+        UserError("name", f"expected a plain file-name prefix; got {quote(name)}")
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{repr(value[:limit])}… ({len(value):,} characters)"
+    short = reprlib.Repr()
+    short.maxlevel = 4
+    short.maxstring = limit
+    short.maxother = limit
+    short.maxlong = 40
+    for attribute in ("maxlist", "maxtuple", "maxdict", "maxset", "maxfrozenset", "maxdeque"):
+        setattr(short, attribute, 12)
+    text = short.repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 class UserError(Exception):
@@ -35,8 +83,9 @@ class UserError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        text = f"{self.where}: {self.what}"
-        return f"{text}; {self.fix}" if self.fix else text
+        """`where: what; fix`, each part cut to a readable length (`PART_CHARS`)."""
+        where, what = _readable(self.where, "where"), _readable(self.what, "what")
+        return f"{where}: {what}; {_readable(self.fix, 'fix')}" if self.fix else f"{where}: {what}"
 
 
 class ConfigErrors(UserError):
