@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,14 @@ from tests.conftest import tiny_config, write_config
 pytestmark = pytest.mark.slow
 
 UNTIL_LAYER = "expanded_conv_3_expand"
+REGEX = "^(conv|expanded_conv_[0-3]_)"  # the stem and the first four blocks, by name
 PHASES = [
     {"name": "all", "epochs": 1, "learning_rate": 1e-3, "freeze": "all"},
     {"name": "none", "epochs": 1, "learning_rate": 1e-4, "freeze": "none"},
     {"name": "first", "epochs": 1, "learning_rate": 1e-4, "freeze": {"first": 50}},
     {"name": "until", "epochs": 1, "learning_rate": 1e-4, "freeze": {"until": UNTIL_LAYER}},
     {"name": "last", "epochs": 1, "learning_rate": 1e-4, "freeze": {"last_trainable": 30}},
+    {"name": "regex", "epochs": 1, "learning_rate": 1e-4, "freeze": {"regex": REGEX}},
 ]
 
 
@@ -32,6 +35,12 @@ def _load(path: Path):
 
 def _backbone_params_from(index: int) -> int:
     """Trainable parameters of a fresh MobileNetV3Small's layers [index:], BatchNorm excluded."""
+    return _backbone_params_where(lambda position, name: position >= index)
+
+
+def _backbone_params_where(trains) -> int:
+    """Trainable parameters of a fresh MobileNetV3Small's layers for which `trains(index, name)`,
+    BatchNorm excluded."""
     import keras
 
     backbone = keras.applications.MobileNetV3Small(
@@ -39,8 +48,8 @@ def _backbone_params_from(index: int) -> int:
     )
     return sum(
         int(np.prod(weight.shape))
-        for layer in backbone.layers[index:]
-        if not isinstance(layer, keras.layers.BatchNormalization)
+        for position, layer in enumerate(backbone.layers)
+        if trains(position, layer.name) and not isinstance(layer, keras.layers.BatchNormalization)
         for weight in layer.trainable_weights
     )
 
@@ -70,12 +79,18 @@ def test_each_freeze_mode_trains_what_the_config_says(cli, tmp_path: Path) -> No
         ).layers
     ]
     until_index = names.index(UNTIL_LAYER)
+    matched = [name for name in names if re.search(REGEX, name)]
+    assert 20 < len(matched) < 80 and "conv" in matched and "expanded_conv_4_expand" not in matched
     expected = {
         "all": (layer_count, head),
         "none": (0, head + _backbone_params_from(0)),
         "first": (50, head + _backbone_params_from(50)),
         "until": (until_index, head + _backbone_params_from(until_index)),
         "last": (layer_count - 30, head + _backbone_params_from(layer_count - 30)),
+        "regex": (
+            len(matched),
+            head + _backbone_params_where(lambda position, name: not re.search(REGEX, name)),
+        ),
     }
     for name, (frozen, params) in expected.items():
         assert phases[name]["frozen_backbone_layers"] == frozen, name
@@ -168,3 +183,36 @@ def test_unknown_until_layer_names_the_field(cli, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("error: model.freeze.until: the backbone has no layer named")
     assert "transferctl backbones --layers" in result.stderr
+
+
+def test_regex_freezes_the_matching_layers_wherever_they_are() -> None:
+    """`{regex: ...}` on a built model: matches frozen, the rest trains, BatchNorm stays frozen."""
+    from transferctl import backbones
+    from transferctl.config.schema import Freeze, Head
+    from transferctl.errors import UserError
+    from transferctl.model.classifier import build_classifier
+    from transferctl.model.freezing import apply_freeze, check_freezes
+
+    spec = backbones.get("mobilenet_v3_small")
+    model, backbone = build_classifier(spec, (32, 32), "none", Head(hidden=[]), 4)
+    regex = Freeze(mode="regex", value="_(depthwise|project)$")
+    report = apply_freeze(model, backbone, regex, False, "train.phases.0.freeze")
+    names = [layer.name for layer in backbone.layers]
+    matched = {i for i, name in enumerate(names) if re.search("_(depthwise|project)$", name)}
+    assert report.frozen_layers == len(matched) > 10
+    assert report.trainable_layers == len(names) - len(matched)
+    assert report.trainable_batchnorm_layers == 0 and not report.backbone_frozen
+    for index, layer in enumerate(backbone.layers):
+        is_bn = type(layer).__name__ == "BatchNormalization"
+        assert layer.trainable == (index not in matched and not is_bn), layer.name
+
+    everything = apply_freeze(model, backbone, Freeze(mode="regex", value="."), True, "m")
+    assert everything.backbone_frozen and everything.trainable_batchnorm_layers == 0
+    assert everything.trainable_params == (576 + 1) * 4
+    assert apply_freeze(model, backbone, Freeze(mode="all"), True, "m").backbone_frozen
+    assert not apply_freeze(
+        model, backbone, Freeze(mode="first", value=156), True, "m"
+    ).backbone_frozen
+
+    with pytest.raises(UserError, match=r"^train\.phases\.1\.freeze\.regex: '\^nope' matches none"):
+        check_freezes(backbone, Freeze(mode="all"), [None, Freeze(mode="regex", value="^nope")])

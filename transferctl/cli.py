@@ -111,6 +111,22 @@ def validate(
 
 @app.command(rich_help_panel="Config")
 @handle_errors
+def plan(
+    config: Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)],
+    overrides: SetOption = None,
+    layers: Annotated[
+        bool,
+        typer.Option("--layers", help="Also list every backbone layer and where it trains."),
+    ] = False,
+) -> None:
+    """Per phase: what trains and what is frozen, BatchNorm, parameters, feature cache."""
+    from transferctl.commands.plan import run
+
+    run(config, overrides or [], layers)
+
+
+@app.command(rich_help_panel="Config")
+@handle_errors
 def backbones(
     layers: Annotated[
         str | None,
