@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferctl import backbones, runtime
-from transferctl.config.checks import source_class_names
 from transferctl.config.schema import Config, Data, Head
 from transferctl.errors import UserError
+from transferctl.source_classes import source_class_names
 from transferctl.train.feature_cache import CacheDecision, decide
 
 BATCHNORM_INFERENCE = "inference"

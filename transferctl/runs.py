@@ -6,6 +6,7 @@ Reads only files (config.yaml, checkpoints/state.json, model.keras); never Tenso
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -13,6 +14,7 @@ import yaml
 from transferctl.errors import UserError
 
 WHERE = "model.weights"
+_STAMP = re.compile(r"(?P<stamp>\d{8}-\d{6})(?:-(?P<count>\d+))?")
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -57,8 +59,16 @@ def newest_finished_run(runs_dir: Path, name: str) -> Path:
             f"no finished run named {name!r} in {runs_dir.resolve()}{unfinished}",
             f"train it first (transferctl finetune with name: {name}), or check output.runs_dir",
         )
-    newest = max(finished, key=lambda folder: (folder.name, folder.stat().st_mtime))
+    newest = max(finished, key=lambda folder: _creation_order(folder, name))
     return newest.resolve()
+
+
+def _creation_order(folder: Path, name: str) -> tuple[str, int, float]:
+    """`<name>-<UTC timestamp>[-N]` sorts by the time stamp, then N (-10 after -9), then mtime."""
+    found = _STAMP.fullmatch(folder.name[len(name) + 1 :])
+    if found is None:
+        return "", 0, folder.stat().st_mtime
+    return found["stamp"], int(found["count"] or 1), folder.stat().st_mtime
 
 
 def _glob_escape(text: str) -> str:

@@ -82,6 +82,19 @@ def imagenet_fits_backbone_input(config: Config) -> Iterator[UserError]:
             )
 
 
+def classes_are_in_the_source(config: Config) -> Iterator[UserError]:
+    """`data.classes` names classes the source has (when that is known without loading it)."""
+    if config.data.classes is None:
+        return
+    from transferctl.source_classes import source_class_names, unknown_classes
+
+    available = source_class_names(config.data)
+    if available is not None:
+        problem = unknown_classes(config.data.classes, available)
+        if problem is not None:
+            yield problem
+
+
 CHECKS: tuple[Check, ...] = (
     folder_source_has_path,
     splits_leave_training_data,
@@ -89,6 +102,7 @@ CHECKS: tuple[Check, ...] = (
     phase_names_unique,
     weight_decay_has_optimizer,
     imagenet_fits_backbone_input,
+    classes_are_in_the_source,
 )
 
 

@@ -12,6 +12,7 @@ from transferctl.data import pipeline, sources, splits
 from transferctl.data.audit import FolderAudit, split_shortfalls
 from transferctl.data.examples import Examples
 from transferctl.errors import UserError
+from transferctl.source_classes import unknown_classes
 
 SPLITS = ("train", "val", "test")
 
@@ -95,6 +96,10 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
 def load_data(config: Data, seed: int) -> DataBundle:
     """The data stage: the `data` section in, a `DataBundle` out.
 
+    `data.classes` keeps those classes (labels 0..K-1 in that order) before the splits are
+    carved; `data.per_class` then thins the training split alone, so validation and test stay
+    whole; `data.limit` comes last.
+
     Example:
         bundle = load_data(config.data, config.seed)
         model.fit(bundle.training(), epochs=1)
@@ -107,8 +112,12 @@ def load_data(config: Data, seed: int) -> DataBundle:
         found, class_names = sources.load_cifar(config.source)
     else:
         assert config.path is not None
-        scanned = sources.load_scanned_folder(config.path, config.on_bad_file)
+        scanned = sources.load_scanned_folder(config.path, config.on_bad_file, config.classes)
         found, class_names = scanned.splits, scanned.class_names
+    if config.classes is not None and scanned is not None:
+        _check_kept_classes(class_names, config.classes)
+    elif config.classes is not None:
+        found, class_names = _only_classes(found, class_names, config.classes)
 
     train = found["train"]
     test = found.get("test")
@@ -121,7 +130,7 @@ def load_data(config: Data, seed: int) -> DataBundle:
     val = found.get("val")
     if val is None:
         train, val = splits.carve(train, config.validation_split, seed + 1, "validation")
-    examples = {"train": train}
+    examples = {"train": splits.per_class(train, config.per_class, seed + 2)}
     for name, split in (("val", val), ("test", test)):
         if split is not None and len(split) > 0:
             examples[name] = split
@@ -136,6 +145,31 @@ def load_data(config: Data, seed: int) -> DataBundle:
         bad_files=[] if scanned is None else scanned.skipped,
         audit=None if scanned is None else scanned.audit,
     )
+
+
+def _only_classes(
+    found: dict[str, Examples], class_names: list[str], wanted: list[str]
+) -> tuple[dict[str, Examples], list[str]]:
+    """`data.classes`: every split restricted to `wanted`, relabelled in its order."""
+    problem = unknown_classes(wanted, class_names)
+    if problem is not None:
+        raise problem
+    return {
+        split: splits.select_classes(examples, class_names, wanted)
+        for split, examples in found.items()
+    }, list(wanted)
+
+
+def _check_kept_classes(class_names: list[str], wanted: list[str]) -> None:
+    """A folder keeps only `wanted` as it loads, and drops classes without a usable image."""
+    empty = [name for name in wanted if name not in class_names]
+    if empty:
+        raise UserError(
+            "data.classes",
+            f"class(es) {', '.join(map(repr, empty))} have no usable training image "
+            "(bad_files.txt or `transferctl doctor` says why)",
+            "add images to them, or leave them out of data.classes",
+        )
 
 
 def _check_class_sizes(

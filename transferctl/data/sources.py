@@ -6,6 +6,8 @@ has them) as `Examples`: uint8 arrays for in-memory sets, file paths for folders
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,7 +226,9 @@ class ScannedFolder:
     audit: audit.FolderAudit
 
 
-def load_scanned_folder(root: Path, on_bad_file: str = "skip") -> ScannedFolder:
+def load_scanned_folder(
+    root: Path, on_bad_file: str = "skip", classes: Sequence[str] | None = None
+) -> ScannedFolder:
     """Like `load_folder`, after opening every file (`audit.audit_folder`).
 
     With `on_bad_file="skip"` bad files, hidden files and class folders without a usable image
@@ -239,10 +243,15 @@ def load_scanned_folder(root: Path, on_bad_file: str = "skip") -> ScannedFolder:
     Args:
         root: class sub-folders, or train/ [val/] [test/] each holding them.
         on_bad_file: `skip` or `fail`, as `data.on_bad_file`. Defaults to `skip`.
+        classes: only these class folders, labelled in this order (`data.classes`); the
+            others are left out before any verdict, so their bad files do not count. Defaults
+            to every class folder, sorted.
     """
     if on_bad_file not in ("skip", "fail"):
         raise ValueError(f"`on_bad_file` must be skip or fail. Received: on_bad_file={on_bad_file}")
     found = audit.audit_folder(root)
+    if classes is not None:
+        found = _only_classes(found, list(classes))
     if found.other_classes:
         split, names = next(iter(found.other_classes.items()))
         missing = sorted(set(found.class_names) - set(names))
@@ -279,6 +288,27 @@ def load_scanned_folder(root: Path, on_bad_file: str = "skip") -> ScannedFolder:
             orientation=orientation if (orientation != 1).any() else None,
         )
     return ScannedFolder(splits, class_names, found.skipped(), found)
+
+
+def _only_classes(found: audit.FolderAudit, classes: list[str]) -> audit.FolderAudit:
+    """The audit of the `classes` folders alone, with `class_names` in that order."""
+    from transferctl.source_classes import unknown_classes
+
+    problem = unknown_classes(classes, found.class_names)
+    if problem is not None:
+        raise problem
+    keep = set(classes)
+    short = {
+        split: [name for name in names if name in keep]
+        for split, names in found.other_classes.items()
+        if not keep <= set(names)
+    }
+    return dataclasses.replace(
+        found,
+        class_names=classes,
+        files=[report for report in found.files if report.class_name in keep],
+        other_classes=short,
+    )
 
 
 def _class_folders(folder: Path) -> list[str]:
