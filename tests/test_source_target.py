@@ -50,6 +50,11 @@ def test_the_newest_finished_run_of_the_name_is_used(cli, tmp_path: Path) -> Non
     resolved = yaml.safe_load(result.stdout)
     assert resolved["model"]["weights"] == str(newest.resolve())
     assert resolved["model"]["train_batchnorm"] is False  # pretrained: BatchNorm frozen
+    planned = cli("plan", _target(tmp_path, runs))
+    assert planned.exit_code == 0, planned.output
+    assert (
+        f"weights   {newest.resolve()} (a transferctl run: its trained backbone)" in planned.stdout
+    )
 
 
 def test_no_finished_run_of_the_name_exits_2(cli, tmp_path: Path) -> None:
