@@ -30,7 +30,7 @@ import numpy as np
 
 from transferctl import rundir, runtime
 from transferctl.data.examples import Examples
-from transferctl.errors import ConfigErrors, UserError
+from transferctl.errors import ConfigErrors, UserError, quote
 from transferctl.predict import (
     RunFiles,
     decoder_messages_dropped,
@@ -45,6 +45,11 @@ CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 PREDICTIONS_CSV = "predictions.csv"
 SPLITS = ("test", "val")
+# The most classes for which the confusion matrix is written: 200 x 200 cells is a 5,000-pixel
+# picture (legible to about 100, report.py) and a CSV of 40,000 counts; 5,000 classes would be a
+# 25-million-cell matrix, a 200 MB CSV and a picture matplotlib cannot draw.
+CONFUSION_MATRIX_MAX_CLASSES = 200
+NAME_CHARS = 100  # longest eval/ folder name made from a --data folder's name
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): how far Keras clips probabilities in its losses
 
 # Called after each batch with (images done, images in all).
@@ -60,10 +65,12 @@ class Evaluation:
     source: str  # in words: which images were evaluated
     class_names: list[str]
     metrics: dict[str, Any]
-    confusion: np.ndarray
+    confusion: np.ndarray | None  # None above CONFUSION_MATRIX_MAX_CLASSES classes
     replaced: bool  # earlier results in output_dir were replaced
     notes: list[str] = field(default_factory=list)
     top_losses: list[dict[str, Any]] = field(default_factory=list)
+    predicted: np.ndarray | None = None  # class index per image
+    labels: np.ndarray | None = None  # true class index per image
 
     def worst_classes(self, count: int = 5) -> list[tuple[str, dict[str, float]]]:
         """The classes with the lowest F1 (ties: lowest recall), among those with images."""
@@ -77,7 +84,10 @@ class Evaluation:
 
     def most_confused(self, count: int = 5) -> list[tuple[str, str, int]]:
         """(true class, predicted class, images) for the most frequent mistakes."""
-        return most_confused(self.confusion, self.class_names, count)
+        if self.confusion is not None:
+            return most_confused(self.confusion, self.class_names, count)
+        assert self.labels is not None and self.predicted is not None
+        return most_confused_pairs(self.labels, self.predicted, self.class_names, count)
 
 
 @dataclass(frozen=True)
@@ -131,11 +141,18 @@ def evaluate(
         raise _unreadable_file(target, failure.first_example) from None
 
     metrics = compute_metrics(labels, probabilities, class_names)
-    from sklearn.metrics import confusion_matrix
+    confusion = None
+    if len(class_names) <= CONFUSION_MATRIX_MAX_CLASSES:
+        from sklearn.metrics import confusion_matrix
 
-    confusion = confusion_matrix(
-        labels, probabilities.argmax(axis=1), labels=range(len(class_names))
-    )
+        confusion = confusion_matrix(
+            labels, probabilities.argmax(axis=1), labels=range(len(class_names))
+        )
+    else:
+        notes.append(
+            f"{len(class_names):,} classes: no {CONFUSION_CSV} or {CONFUSION_PNG} (written up to "
+            f"{CONFUSION_MATRIX_MAX_CLASSES} classes); {METRICS_FILE} has every class's scores"
+        )
     metrics = {
         "split": target.name,
         "data": str(target.data_path) if target.data_path is not None else None,
@@ -156,6 +173,8 @@ def evaluate(
         replaced=replaced,
         notes=notes,
         top_losses=top_losses(identifiers, labels, probabilities, class_names),
+        predicted=probabilities.argmax(axis=1),
+        labels=labels,
     )
 
 
@@ -293,8 +312,14 @@ def _folder(path: Path, config: Any, class_names: list[str], split: str | None) 
 
 
 def _check_class_folders(root: Path, class_names: list[str]) -> None:
+    try:
+        entries = list(root.iterdir())
+    except OSError as error:
+        raise UserError(
+            "--data", f"cannot read {quote(str(root))} ({error.strerror or error})"
+        ) from None
     folders = sorted(
-        entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+        entry.name for entry in entries if entry.is_dir() and not entry.name.startswith(".")
     )
     if not folders:
         raise UserError(
@@ -319,7 +344,7 @@ def _class_difference(expected: Sequence[str], found: Sequence[str]) -> tuple[st
 
 
 def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "data"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:NAME_CHARS] or "data"
 
 
 def _count_notes(run: RunFiles, target: _Target) -> list[str]:
@@ -523,6 +548,23 @@ def most_confused(
     return pairs
 
 
+def most_confused_pairs(
+    labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], count: int = 5
+) -> list[tuple[str, str, int]]:
+    """`most_confused` from the predictions themselves, without a classes x classes matrix."""
+    wrong = labels != predicted
+    pairs, counts = np.unique(
+        np.stack([labels[wrong], predicted[wrong]], axis=1).astype(np.int64),
+        axis=0,
+        return_counts=True,
+    )
+    order = sorted(range(len(counts)), key=lambda i: (-counts[i], *pairs[i]))[:count]
+    return [
+        (class_names[int(pairs[i][0])], class_names[int(pairs[i][1])], int(counts[i]))
+        for i in order
+    ]
+
+
 def top_losses(
     identifiers: Sequence[str],
     labels: np.ndarray,
@@ -557,16 +599,21 @@ def top_losses(
 def write_results(
     output_dir: Path,
     metrics: dict[str, Any],
-    confusion: np.ndarray,
+    confusion: np.ndarray | None,
     class_names: Sequence[str],
     identifiers: Sequence[str],
     labels: np.ndarray,
     probabilities: np.ndarray,
 ) -> None:
-    """The four files of `eval/<split>/`, each written atomically (a rerun replaces them)."""
+    """The four files of `eval/<split>/`, each written atomically (a rerun replaces them).
+
+    metrics.json comes first; without `confusion` (too many classes) the confusion-matrix CSV
+    and picture are not written, and earlier ones are removed, so none contradicts the metrics.
+    """
     from transferctl.report import save_confusion_matrix
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(output_dir / METRICS_FILE, metrics)
     predicted = probabilities.argmax(axis=1)
     with (
         rundir.atomic_path(output_dir / PREDICTIONS_CSV) as temporary,
@@ -586,6 +633,10 @@ def write_results(
                     f"{probabilities[index, labels[index]]:.8g}",
                 ]
             )
+    if confusion is None:
+        for name in (CONFUSION_CSV, CONFUSION_PNG):
+            (output_dir / name).unlink(missing_ok=True)
+        return
     with (
         rundir.atomic_path(output_dir / CONFUSION_CSV) as temporary,
         open(temporary, "w", newline="", encoding="utf-8") as handle,
@@ -599,4 +650,3 @@ def write_results(
     )
     with rundir.atomic_path(output_dir / CONFUSION_PNG, suffix=".png") as temporary:
         save_confusion_matrix(confusion, class_names, temporary, title)
-    rundir.write_json(output_dir / METRICS_FILE, metrics)

@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import backbones, rundir, runtime
+from transferctl import backbones, rundir, runlock, runtime
 from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config
 from transferctl.data import DataBundle, load_data
@@ -28,6 +28,7 @@ class FinetuneResult:
     already_finished: bool = False
 
 
+@runlock.releases_locks
 def finetune(
     config: Config,
     *,
@@ -51,6 +52,7 @@ def finetune(
     return _train(config, None, run_dir, console, unsafe)
 
 
+@runlock.releases_locks
 def resume(
     run_dir: Path,
     *,
@@ -70,15 +72,22 @@ def resume(
     from transferctl.train import checkpoint
 
     run_dir = run_dir.resolve()
-    if not (run_dir / rundir.CONFIG).is_file():
+    if not (run_dir / rundir.CONFIG).is_file() and not (run_dir / rundir.CHECKPOINTS).is_dir():
         raise UserError(
             "--resume", f"{run_dir} is not a transferctl run (no config.yaml)", "check the path"
         )
-    rundir.remove_leftovers(run_dir)
-    saved = load_config(run_dir / rundir.CONFIG)
     state = checkpoint.load_state(run_dir / rundir.CHECKPOINTS)
+    if not checkpoint.is_finished(run_dir, state):
+        # one trainer at a time; then check what the run relies on before trusting any of it
+        runlock.acquire(run_dir, "--run-dir" if config is not None else "--resume")
+        rundir.remove_leftovers(run_dir)
+        state = checkpoint.load_state(run_dir / rundir.CHECKPOINTS)  # as of taking the lock
+    finished = checkpoint.is_finished(run_dir, state)
+    replaced = force and config is not None and not finished  # config.yaml is rewritten
+    checkpoint.verify_run_files(run_dir, None if finished else state, check_config=not replaced)
+    saved = config if replaced and config is not None else load_config(run_dir / rundir.CONFIG)
     changed = changed_keys(saved, config) if config is not None else []
-    if state is not None and state.finished and (run_dir / rundir.MODEL).is_file():
+    if finished:
         if changed:
             raise UserError(
                 "--run-dir" if config is not None else "--resume",
@@ -94,6 +103,7 @@ def resume(
             "resume without a config to keep the run's, or pass --force to use the new one",
         )
     chosen = config if config is not None and force else saved
+    checkpoint.record_config(run_dir, dump_config(chosen), state)
     if console is not None:
         where = "the start"
         if state is not None and state.weights is not None:
@@ -154,7 +164,7 @@ def _train(
     check_freezes(backbone, config.model.freeze, [phase.freeze for phase in config.train.phases])
     if state is None:
         target = config.output.runs_dir if run_dir is None else run_dir
-        _check_disk_space(target, model.count_params())
+        _check_disk_space(target, model.count_params(), "--run-dir" if run_dir else None)
         path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
         _write_run_files(path, config, data, on, console)
     else:
@@ -263,8 +273,13 @@ def _mark_finished(path: Path) -> None:
     checkpoint.commit(path / rundir.CHECKPOINTS, state)
 
 
-def _check_disk_space(target: Path, parameters: int) -> None:
-    """A run keeps the model and up to three checkpoints (weights + optimizer slots)."""
+def _check_disk_space(target: Path, parameters: int, where: str | None = None) -> None:
+    """A run keeps the model and up to three checkpoints (weights + optimizer slots).
+
+    Args:
+        where: the option that named `target`. Defaults to `output.runs_dir`.
+    """
+    where = where or "output.runs_dir"
     probe = target
     while not probe.exists():
         probe = probe.parent
@@ -272,10 +287,10 @@ def _check_disk_space(target: Path, parameters: int) -> None:
     free = shutil.disk_usage(probe).free
     if free < needed:
         raise UserError(
-            "output.runs_dir",
+            where,
             f"only {free / 2**20:.0f} MiB free on {probe}; this run needs about "
             f"{needed / 2**20:.0f} MiB",
-            "free some space or point output.runs_dir elsewhere",
+            f"free some space or point {where} elsewhere",
         )
 
 

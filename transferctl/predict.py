@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import rundir, runtime
+from transferctl import files, rundir, runlock, runtime
 from transferctl.errors import UserError, debug_enabled
 
 # The exit code of `predict` when some files could not be read (they are named on stderr).
@@ -88,6 +89,7 @@ def open_run(path: Path, where: str = "RUN_DIR") -> RunFiles:
         labels=path / rundir.LABELS,
         model=path / rundir.MODEL,
     )
+    runlock.check_free(path, where)
     if not run.model.is_file():
         if run.config.is_file():
             raise UserError(
@@ -122,6 +124,7 @@ def read_labels(path: Path) -> list[str]:
 
 def load_keras_model(path: Path) -> Any:
     """A transferctl `.keras` classifier, loaded safely (no arbitrary code) and uncompiled."""
+    files.check_keras_file(path)
     keras = runtime.keras()
     import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess for loading
 
@@ -340,35 +343,57 @@ def _check_class_count(classes: int, class_names: list[str], source: Path) -> No
 # ----------------------------------------------------------------------------------------------
 
 
-def find_images(paths: Sequence[Path]) -> list[Path]:
+def find_images(paths: Sequence[Path], problems: list[Skipped] | None = None) -> list[Path]:
     """The files named, and the image files under the folders named (recursively, sorted).
 
     Hidden files and folders (`.DS_Store`, macOS `._x.jpg`) are left out, as in training.
+    Named pipes, devices and sockets with an image's name are kept, for `read_image` to
+    report; sub-folders that cannot be read are added to `problems`, never skipped silently.
     """
     if not paths:
         raise UserError("IMAGE_OR_FOLDER", "no images given", "name image files or folders")
     found: list[Path] = []
     for path in paths:
-        if not path.exists():
+        try:
+            missing = not path.exists() and not path.is_symlink()
+            folder = path.is_dir()
+        except OSError:  # cannot even be examined: read_image says why
+            missing = folder = False
+        if missing:
             raise UserError("IMAGE_OR_FOLDER", f"{path} not found", "check the path")
-        if path.is_dir():
-            inside = [
-                file
-                for file in sorted(path.rglob("*"))
-                if file.is_file()
-                and file.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in file.relative_to(path).parts)
-            ]
-            if not inside:
+        if folder:
+            unreadable: list[Skipped] = []
+            inside = _images_in(path, unreadable)
+            if not inside and not unreadable:
                 raise UserError(
                     "IMAGE_OR_FOLDER",
                     f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})",
                     "name a folder with images in it",
                 )
             found.extend(inside)
+            if problems is not None:
+                problems.extend(unreadable)
         else:
             found.append(path)
     return found
+
+
+def _images_in(folder: Path, unreadable: list[Skipped]) -> list[Path]:
+    def report(error: OSError) -> None:
+        where = Path(error.filename) if error.filename else folder
+        unreadable.append(Skipped(where, f"cannot read the folder: {error.strerror or error}"))
+
+    inside: list[Path] = []
+    for directory, subfolders, names in os.walk(folder, onerror=report):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        here = Path(directory)
+        for name in sorted(names):
+            file = here / name
+            if name.startswith(".") or file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if file.is_file() or files.special_kind(file) is not None:
+                inside.append(file)
+    return inside
 
 
 class UnreadableImage(Exception):
@@ -377,39 +402,59 @@ class UnreadableImage(Exception):
 
 def read_image(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     """float32 RGB 0-255 [H, W, 3] at `image_size`, decoded, EXIF-oriented and resized as
-    training does."""
+    training does.
+
+    Only a regular file is opened (a named pipe would block forever), and its header is read
+    first: an image with more pixels than `files.max_pixels()` is refused before decoding (a
+    390 KB PNG can declare 20000x20000 pixels).
+    """
     tf = runtime.tf()
     from transferctl.data.pipeline import decode, orient, resize
 
     try:
-        encoded = path.read_bytes()
-    except OSError as error:
-        raise UnreadableImage(f"cannot read the file ({error.strerror or error})") from None
+        encoded = files.read_regular(path, limit=files.MAX_IMAGE_BYTES)
+    except files.NotReadable as error:
+        raise UnreadableImage(error.reason) from None
     if not encoded:
         raise UnreadableImage("the file is empty")
+    orientation = _check_header(encoded)
     try:
         image = decode(tf.constant(encoded))
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        image = tf.constant(_pillow_rgb(path))  # WebP, TIFF, some CMYK JPEGs: Pillow reads them
-    return np.asarray(resize(orient(image, _exif_orientation(path)), image_size))
+        image = tf.constant(_pillow_rgb(encoded))  # WebP, TIFF, some CMYK JPEGs: Pillow reads them
+    return np.asarray(resize(orient(image, orientation), image_size))
 
 
-def _exif_orientation(path: Path) -> int:
-    """The EXIF orientation tag (1-8), 1 when there is none: training undoes it too."""
+def _check_header(encoded: bytes) -> int:
+    """The EXIF orientation (1-8; 1 when there is none: training undoes it too), after checking
+    the pixel count in the header; raises `UnreadableImage` for too many pixels."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            return int(image.getexif().get(0x0112, 1) or 1)
-    except Exception:  # noqa: BLE001 - no readable EXIF means no rotation
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(encoded))  # the header only
+    except Image.DecompressionBombError as error:
+        raise UnreadableImage(files.too_many_pixels(error)) from None
+    except Exception:  # noqa: BLE001 - not for Pillow: TensorFlow's decoder says what it is
         return 1
+    with image:
+        problem = files.pixels_problem(image.width, image.height)
+        if problem is not None:
+            raise UnreadableImage(problem)
+        try:
+            return int(image.getexif().get(0x0112, 1) or 1)
+        except Exception:  # noqa: BLE001 - no readable EXIF means no rotation
+            return 1
 
 
-def _pillow_rgb(path: Path) -> np.ndarray:
+def _pillow_rgb(encoded: bytes) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(encoded)) as image:
             image.seek(0)  # animated GIF/WebP: the first frame, as TensorFlow does
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except UnidentifiedImageError:

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from transferctl import runlock
 from transferctl.errors import UserError
 
 CONFIG = "config.yaml"
@@ -49,7 +50,9 @@ def check_writable(folder: Path, where: str = "output.runs_dir") -> None:
 def check_available(explicit: Path) -> None:
     """`--run-dir` must be new or empty: runs are never overwritten."""
     path = explicit.resolve()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (
+        not path.is_dir() or any(entry.name != runlock.LOCK_FILE for entry in path.iterdir())
+    ):
         raise UserError(
             "--run-dir",
             f"{path} already exists and is not empty; runs are never overwritten",
@@ -58,11 +61,17 @@ def check_available(explicit: Path) -> None:
 
 
 def create(runs_dir: Path, name: str, explicit: Path | None = None) -> Path:
-    """A new run directory: `runs_dir/<name>-<UTC timestamp>`, or `explicit` if new or empty."""
+    """A new run directory: `runs_dir/<name>-<UTC timestamp>`, or `explicit` if new or empty.
+
+    The process holds the run's lock (`runlock`) from then on: until it ends, or until the
+    caller's `runlock.scope()` closes.
+    """
     if explicit is not None:
         check_available(explicit)
         path = explicit.resolve()
         path.mkdir(parents=True, exist_ok=True)
+        runlock.acquire(path, "--run-dir")
+        check_available(path)  # another process may have started in it meanwhile
         return path
     runs_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -73,6 +82,7 @@ def create(runs_dir: Path, name: str, explicit: Path | None = None) -> Path:
             path.mkdir()
         except FileExistsError:
             continue
+        runlock.acquire(path, "output.runs_dir")
         return path.resolve()
     raise UserError("output.runs_dir", f"too many runs named {name}-{stamp}", "wait a second")
 

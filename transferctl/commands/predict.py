@@ -6,6 +6,7 @@ Unreadable files are named on stderr and skipped; the exit code is then 3 (`EXIT
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections.abc import Sequence
@@ -30,7 +31,8 @@ from transferctl.predict import (
 def run(target: Path, images: Sequence[Path], top_k: int, as_json: bool) -> None:
     if top_k < 1:
         raise UserError("--top-k", f"expected a whole number >= 1; got {top_k}", "use e.g. 3")
-    files = find_images(images)  # before loading TensorFlow: a wrong path fails at once
+    unreadable: list[Skipped] = []  # folders that cannot be listed
+    files = find_images(images, unreadable)  # before loading TensorFlow: a wrong path fails now
     notices = Console(stderr=True, soft_wrap=True, highlight=False)
     classifier = load_classifier(target)
     for note in classifier.notes:
@@ -39,7 +41,7 @@ def run(target: Path, images: Sequence[Path], top_k: int, as_json: bool) -> None
 
     rows: list[Prediction] = []
     skipped: list[Skipped] = []
-    for item in predict_images(classifier, files, k):
+    for item in itertools.chain(unreadable, predict_images(classifier, files, k)):
         if isinstance(item, Skipped):
             skipped.append(item)
             notices.print(f"skipped {item.path}: {item.reason}", markup=False)
@@ -49,19 +51,19 @@ def run(target: Path, images: Sequence[Path], top_k: int, as_json: bool) -> None
         else:
             rows.append(item)
 
-    predicted = len(files) - len(skipped)
+    predicted = len(files) + len(unreadable) - len(skipped)
     if predicted == 0:
         raise UserError(
             "IMAGE_OR_FOLDER",
-            f"none of the {len(files)} file(s) is a readable image",
+            f"none of the {len(files) + len(unreadable)} file(s) is a readable image",
             "pass JPEG, PNG, BMP, GIF, WebP or TIFF images",
         )
     if not as_json:
         _print_table(_stdout_console(rows, k), rows, k)
     if skipped:
         notices.print(
-            f"{len(skipped)} of {len(files)} file(s) could not be read and were skipped "
-            f"(exit code {EXIT_SKIPPED})"
+            f"{len(skipped)} of {len(files) + len(unreadable)} file(s) could not be read and "
+            f"were skipped (exit code {EXIT_SKIPPED})"
         )
         raise typer.Exit(EXIT_SKIPPED)
 

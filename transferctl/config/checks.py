@@ -6,11 +6,13 @@ TensorFlow (a layer name in `freeze: {until: ...}`) lives with the model, not he
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from transferctl import backbones
+from transferctl import backbones, labels
 from transferctl.config.schema import Config
-from transferctl.errors import UserError
+from transferctl.errors import UserError, quote
 
 Check = Callable[[Config], Iterator[UserError]]
 
@@ -108,3 +110,103 @@ CHECKS: tuple[Check, ...] = (
 
 def run_checks(config: Config) -> list[UserError]:
     return [error for check in CHECKS for error in check(config)]
+
+
+# ----------------------------------------------------------------------------------------------
+# on the resolved config: what the file system and labels.txt will need (no TensorFlow)
+# ----------------------------------------------------------------------------------------------
+
+# What `rundir.create` appends to `name`: "-YYYYmmdd-HHMMSS", and "-N" for a second run in the
+# same second (up to -1000).
+RUN_NAME_SUFFIX_BYTES = len("-20260101-000000") + len("-1000")
+# The longest path a run writes below its folder (checkpoints/<epoch weights>, tensorboard/...).
+DEEPEST_RUN_FILE_BYTES = 120
+
+
+def class_folder_names_round_trip(config: Config) -> Iterator[UserError]:
+    """Every class folder name must come back from labels.txt as itself."""
+    path = config.data.path
+    if config.data.source != "folder" or path is None or not path.is_dir():
+        return
+    try:
+        labels.check_class_folders(labels.class_folder_names(path), "data.path")
+    except UserError as error:
+        yield error
+
+
+def run_name_fits_the_file_system(config: Config) -> Iterator[UserError]:
+    """`name` + the timestamp is a folder name: no control characters, within NAME_MAX bytes."""
+    name = config.name or ""
+    problem = labels.name_problem(name)
+    if problem is not None and "white space" not in problem:
+        yield UserError(
+            "name",
+            f"{quote(name)} {problem}; it names the run's folder",
+            "use letters, digits, - and _",
+        )
+        return
+    runs_dir = config.output.runs_dir
+    limit = labels.name_max(runs_dir)
+    length = len(name.encode("utf-8", "surrogateescape"))
+    if length + RUN_NAME_SUFFIX_BYTES > limit:
+        yield UserError(
+            "name",
+            f"{quote(name)} is {length} bytes long; with the timestamp the run folder's name "
+            f"would pass the file system's limit of {limit} bytes",
+            f"use at most {limit - RUN_NAME_SUFFIX_BYTES} bytes (name defaults to the config "
+            "file's name)",
+        )
+        return
+    for part in runs_dir.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > limit:
+            yield UserError(
+                "output.runs_dir",
+                f"the folder name {quote(part)} is longer than the file system's limit of "
+                f"{limit} bytes",
+                "use a shorter folder name",
+            )
+            return
+    path_max = _path_max(runs_dir)
+    deepest = len(str(runs_dir).encode("utf-8", "surrogateescape")) + 1 + length
+    deepest += RUN_NAME_SUFFIX_BYTES + DEEPEST_RUN_FILE_BYTES
+    if deepest > path_max:
+        yield UserError(
+            "output.runs_dir",
+            f"{quote(str(runs_dir))} is so long that the run's files would pass the file "
+            f"system's path limit of {path_max} bytes",
+            "use a shorter path",
+        )
+
+
+def listed_classes_round_trip(config: Config) -> Iterator[UserError]:
+    """`data.classes` are written to labels.txt as they are: each must read back as itself."""
+    for index, name in enumerate(config.data.classes or []):
+        problem = labels.name_problem(name)
+        if problem is not None:
+            yield UserError(
+                f"data.classes.{index}",
+                f"{quote(name)} {problem}",
+                "name the class as its folder is named",
+            )
+
+
+RESOLVED_CHECKS: tuple[Check, ...] = (
+    class_folder_names_round_trip,
+    listed_classes_round_trip,
+    run_name_fits_the_file_system,
+)
+
+
+def run_resolved_checks(config: Config) -> list[UserError]:
+    """The checks that need the resolved config (the run's name, the data folder)."""
+    return [error for check in RESOLVED_CHECKS for error in check(config)]
+
+
+def _path_max(folder: Path) -> int:
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return int(os.pathconf(probe, "PC_PATH_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 4096

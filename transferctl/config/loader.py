@@ -14,9 +14,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from transferctl.config.checks import run_checks
+from transferctl.config import bounded_yaml
+from transferctl.config.checks import run_checks, run_resolved_checks
 from transferctl.config.schema import Config
-from transferctl.errors import ConfigErrors, UserError
+from transferctl.errors import ConfigErrors, UserError, quote
 
 CONFIG_FILE_NAME = "config.yaml"
 
@@ -49,26 +50,17 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> Config:
     problems = run_checks(config)
     if problems:
         raise ConfigErrors(problems)
-    return config.resolved(default_name=path.stem)
+    resolved = config.resolved(default_name=path.stem)
+    problems = run_resolved_checks(resolved)
+    if problems:
+        raise ConfigErrors(problems)
+    return resolved
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML file (safe loader); an empty file is an empty mapping."""
-    if not path.exists():
-        raise UserError(str(path), "config file not found", "check the path")
-    if path.is_dir():
-        raise UserError(str(path), "expected a YAML file, got a folder", "pass the config file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(str(path), f"cannot read the file ({error})", "check the file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path} line {mark.line + 1} column {mark.column + 1}" if mark else str(path)
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(where, f"invalid YAML: {problem}", "fix the YAML syntax") from None
+    """The top-level mapping of a YAML file (safe and bounded: `bounded_yaml`); an empty file is
+    an empty mapping."""
+    data = bounded_yaml.load_file(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -88,10 +80,12 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(
             f"--set {text}", "expected KEY=VALUE", "for example --set train.phases.0.epochs=1"
         )
+    if not value.strip():
+        return key, None
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+        parsed = bounded_yaml.load_text(value, f"--set {key}")
+    except bounded_yaml.InvalidYAML:
+        parsed = value  # not YAML (e.g. an unbalanced quote in a name): the text itself
     return key, parsed
 
 
@@ -104,7 +98,9 @@ def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
         where = ".".join(parts[: depth + 1])
         if isinstance(node, list):
             if not part.isdigit():
-                raise UserError(where, f"{part!r} is not a list index", "use a number, e.g. .0.")
+                raise UserError(
+                    where, f"{quote(part)} is not a list index", "use a number, e.g. .0."
+                )
             index = int(part)
             if index >= len(node):
                 raise UserError(
@@ -126,7 +122,9 @@ def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
         else:
             parent = ".".join(parts[:depth])
             raise UserError(
-                parent, f"is a single value, it has no key {part!r}", f"use --set {parent}=VALUE"
+                parent,
+                f"is a single value, it has no key {quote(part)}",
+                f"use --set {parent}=VALUE",
             )
 
 
@@ -177,19 +175,19 @@ def _to_user_error(item: Any, path: Path, overridden: set[str]) -> UserError:
         what = "required key is missing"
     elif kind == "literal_error":
         expected = str(ctx.get("expected", "")).replace("'", "")
-        what = f"expected one of {expected.replace(' or ', ', ')}; got {got!r}"
+        what = f"expected one of {expected.replace(' or ', ', ')}; got {quote(got)}"
     elif kind == "value_error":
         what = str(ctx.get("error", item["msg"]))
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         words = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}
         bound = " and ".join(f"{words.get(key, key)} {value}" for key, value in ctx.items())
-        what = f"expected a number {bound}; got {got!r}"
+        what = f"expected a number {bound}; got {quote(got)}"
     elif kind == "too_short":
-        what = f"expected at least {ctx.get('min_length')} item(s); got {got!r}"
+        what = f"expected at least {ctx.get('min_length')} item(s); got {quote(got)}"
     elif kind in _EXPECTED:
-        what = f"{_EXPECTED[kind]}; got {got!r}"
+        what = f"{_EXPECTED[kind]}; got {quote(got)}"
     else:
-        what = f"{item['msg'][0].lower()}{item['msg'][1:]}; got {got!r}"
+        what = f"{item['msg'][0].lower()}{item['msg'][1:]}; got {quote(got)}"
     source = f"--set {field}=..." if _overridden(field, overridden) else str(path)
     return UserError(field, what, f"fix it in {source}")
 

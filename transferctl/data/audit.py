@@ -39,7 +39,8 @@ from pathlib import Path
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from transferctl.errors import UserError
+from transferctl import files, labels
+from transferctl.errors import UserError, quote
 
 SPLITS = ("train", "val", "test")
 
@@ -195,7 +196,7 @@ def audit_folder(
     """
     started = time.perf_counter()
     folders = find_splits(root, where)
-    class_names = class_folders(folders["train"])
+    class_names = class_folders(folders["train"], where)
     if not class_names:
         raise UserError(
             where,
@@ -203,37 +204,40 @@ def audit_folder(
             "put each class's images in its own sub-folder",
         )
     jobs: list[tuple[Path, str, str]] = []
-    files: list[FileReport] = []
+    reports: list[FileReport] = []
     other_classes: dict[str, list[str]] = {}
     loose: list[str] = []
     for split, folder in folders.items():
-        found = class_folders(folder)
+        found = class_folders(folder, where)
+        labels.check_class_folders([folder / name for name in found], where)
         if found != class_names:
             other_classes[split] = found
         loose += sorted(
             str(entry)
-            for entry in folder.iterdir()
+            for entry in _entries(folder, where)
             if entry.is_file() and not entry.name.startswith(".")
         )
         for name in class_names:
             if (folder / name).is_dir():
-                for path, hidden_folder in _walk(folder / name):
-                    if hidden_folder:
-                        files.append(
+                for path, problem in _walk(folder / name):
+                    if problem is None:
+                        jobs.append((path, split, name))
+                    elif problem == HIDDEN_FOLDER:
+                        reports.append(
                             FileReport(str(path), split, name, HIDDEN_FOLDER, ignored=True)
                         )
                     else:
-                        jobs.append((path, split, name))
+                        reports.append(FileReport(str(path), split, name, problem))
     webp = tensorflow_reads_webp()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's, about odd EXIF or large images
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            files += pool.map(lambda job: inspect_file(*job, webp=webp), jobs)
+            reports += pool.map(lambda job: inspect_file(*job, webp=webp), jobs)
     return FolderAudit(
         root=root,
         folders=folders,
         class_names=class_names,
-        files=sorted(files, key=lambda f: f.path),
+        files=sorted(reports, key=lambda f: f.path),
         other_classes=other_classes,
         loose_files=loose,
         seconds=time.perf_counter() - started,
@@ -251,12 +255,23 @@ def find_splits(root: Path, where: str = "data.path") -> dict[str, Path]:
     return {split: root / split for split in SPLITS if (root / split).is_dir()}
 
 
-def class_folders(folder: Path) -> list[str]:
+def class_folders(folder: Path, where: str = "data.path") -> list[str]:
     return sorted(
         entry.name
-        for entry in folder.iterdir()
+        for entry in _entries(folder, where)
         if entry.is_dir() and not entry.name.startswith(".")
     )
+
+
+def _entries(folder: Path, where: str) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as error:
+        raise UserError(
+            where,
+            f"cannot read the folder {quote(str(folder))} ({error.strerror or error})",
+            "check its permissions",
+        ) from None
 
 
 def inspect_file(path: Path, split: str = "", class_name: str = "", *, webp: bool) -> FileReport:
@@ -273,14 +288,14 @@ def inspect_file(path: Path, split: str = "", class_name: str = "", *, webp: boo
     suffix = path.suffix.lower()
     named = EXTENSION_FORMATS.get(suffix)
     try:
+        # stat before open: a named pipe would block the read forever, a device never end
         if named is None:
-            with open(path, "rb") as handle:
-                head = handle.read(SNIFF_BYTES)
+            head = files.read_head(path, SNIFF_BYTES)
             reason = _not_an_image_name(head, suffix, webp) if head else "empty file"
             return replace(report, reason=reason)
-        data = path.read_bytes()
-    except OSError as error:
-        return replace(report, reason=f"cannot read: {error.strerror or error}")
+        data = files.read_regular(path, limit=files.MAX_IMAGE_BYTES)
+    except files.NotReadable as error:
+        return replace(report, reason=error.reason)
     if not data:
         return replace(report, reason="empty file")
     report = replace(report, sha1=hashlib.sha1(data).hexdigest())
@@ -290,9 +305,11 @@ def inspect_file(path: Path, split: str = "", class_name: str = "", *, webp: boo
 def _examine(report: FileReport, data: bytes, named: str, suffix: str, webp: bool) -> FileReport:
     """The verdict on one file's bytes: reason or warning; format, mode, size, orientation."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
         return replace(report, reason=_unknown_content(data))
+    except Image.DecompressionBombError as error:
+        return replace(report, reason=files.too_many_pixels(error))
     except Exception as error:  # noqa: BLE001 - malformed files raise all kinds
         return replace(report, reason=_decode_failure(error))
     with image:
@@ -300,6 +317,9 @@ def _examine(report: FileReport, data: bytes, named: str, suffix: str, webp: boo
         report = replace(
             report, format=content, mode=image.mode, width=image.width, height=image.height
         )
+        too_large = files.pixels_problem(image.width, image.height)
+        if too_large is not None:  # before a single pixel is decoded
+            return replace(report, reason=too_large)
         unsupported = _unsupported(content, image, data, webp)
         if unsupported is not None:
             return replace(report, reason=unsupported)
@@ -407,16 +427,22 @@ def _format_name(content: str) -> str:
     return FORMAT_NAMES.get(content, content)
 
 
-def _walk(class_folder: Path) -> list[tuple[Path, bool]]:
-    """Files under a class folder, sorted; hidden folders once each, not descended into."""
-    found: list[tuple[Path, bool]] = []
-    for directory, subfolders, names in os.walk(class_folder):
+def _walk(class_folder: Path) -> list[tuple[Path, str | None]]:
+    """Files under a class folder, sorted, each with None; hidden folders once each (not
+    descended into) and folders that cannot be read, each with why."""
+    found: list[tuple[Path, str | None]] = []
+
+    def unreadable(error: OSError) -> None:
+        folder = Path(error.filename) if error.filename else class_folder
+        found.append((folder, f"cannot read the folder: {error.strerror or error}"))
+
+    for directory, subfolders, names in os.walk(class_folder, onerror=unreadable):
         here = Path(directory)
         for name in sorted(subfolders):
             if name.startswith("."):
-                found.append((here / name, True))
+                found.append((here / name, HIDDEN_FOLDER))
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        found += [(here / name, False) for name in sorted(names)]
+        found += [(here / name, None) for name in sorted(names)]
     return found
 
 

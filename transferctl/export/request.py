@@ -5,17 +5,22 @@ Everything here is cheap (no TensorFlow), so a mistake is reported in millisecon
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferctl import rundir
+from transferctl import files, rundir, runlock
 from transferctl.errors import UserError
 from transferctl.export import extras
 
 FORMATS = ("saved_model", "keras", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 EXPORT_DIR = "export"
+EXPORT_INFO = "export.json"
+# what each format writes (saved_model.NAME, keras_file.NAME, onnx_file.NAME; tflite_file names
+# its file by quantization)
+FORMAT_FILES = {"saved_model": "saved_model", "keras": "model.keras", "onnx": "model.onnx"}
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,73 @@ def check_request(
             f"{out} is the run directory itself; the export would replace its model.keras",
             f"pass another folder (the default is RUN_DIR/{EXPORT_DIR})",
         )
+    if out != run / EXPORT_DIR:
+        _check_out(out, run, output_names(chosen, quantize))
     rundir.check_writable(out, where="--out")
     for export_format in chosen:
         extras.check_installed(export_format)
     return ExportRequest(run_dir=run, formats=chosen, quantize=quantize, out_dir=out)
+
+
+def output_names(formats: Sequence[str], quantize: str) -> list[str]:
+    """The names an export writes in its folder (the writers' `NAME`s, kept here free of
+    TensorFlow): labels.txt and export.json, and one file or folder per format."""
+    names = [rundir.LABELS, EXPORT_INFO]
+    for export_format in formats:
+        if export_format == "tflite":
+            names.append("model.tflite" if quantize == "none" else f"model_{quantize}.tflite")
+        else:
+            names.append(FORMAT_FILES[export_format])
+    return names
+
+
+def _check_out(out: Path, run: Path, names: Sequence[str]) -> None:
+    """An explicit `--out` is never another run, nor a folder whose files the export would
+    replace (a folder holding this run's earlier exports excepted: export.json says so)."""
+    for folder in (out, *out.parents):
+        if folder != run and _is_run_directory(folder):
+            inside = "" if folder == out else f" is inside {folder}, which"
+            raise UserError(
+                "--out",
+                f"{out}{inside} is another run directory; runs are never overwritten",
+                "pass a new or empty folder",
+            )
+    if not out.is_dir():
+        return
+    info = out / EXPORT_INFO
+    if info.is_file():
+        source = _source_run(info)
+        if source is None:
+            return  # the export's own check compares classes and input size with the model's
+        if source == run:
+            return  # this run's exports, elsewhere: export adds to them, as in RUN_DIR/export
+        raise UserError(
+            "--out",
+            f"{out} holds the exports of another run ({source}); they would be replaced",
+            "pass a new or empty folder",
+        )
+    taken = [name for name in names if (out / name).exists() or (out / name).is_symlink()]
+    if taken:
+        raise UserError(
+            "--out",
+            f"{out} already holds {', '.join(taken)}, which the export would overwrite",
+            "pass a new or empty folder",
+        )
+
+
+def _is_run_directory(folder: Path) -> bool:
+    return (folder / rundir.CONFIG).is_file() and (
+        (folder / rundir.CHECKPOINTS).is_dir() or (folder / rundir.MODEL).is_file()
+    )
+
+
+def _source_run(info: Path) -> Path | None:
+    try:
+        document = json.loads(files.read_regular(info, limit=16 * 2**20).decode("utf-8"))
+    except (files.NotReadable, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # reported by the export itself
+    source = document.get("source_run") if isinstance(document, dict) else None
+    return Path(source).resolve() if isinstance(source, str) and source else None
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
@@ -89,6 +157,7 @@ def _check_run(run_dir: Path) -> Path:
         raise UserError("RUN_DIR", f"{run_dir} not found", "pass a run directory made by finetune")
     if not run_dir.is_dir():
         raise UserError("RUN_DIR", f"{run_dir} is a file, not a run directory", "pass its folder")
+    runlock.check_free(run_dir, "RUN_DIR")
     for name in (rundir.MODEL, rundir.CONFIG, rundir.LABELS):
         if not (run_dir / name).is_file():
             unfinished = name == rundir.MODEL and (run_dir / rundir.CONFIG).is_file()
@@ -98,4 +167,5 @@ def _check_run(run_dir: Path) -> Path:
                 + ("; its training did not finish" if unfinished else ""),
                 "pass a finished run directory made by finetune",
             )
+    files.check_keras_file(run_dir / rundir.MODEL, "RUN_DIR")
     return run_dir.resolve()

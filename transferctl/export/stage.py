@@ -7,12 +7,14 @@ Example:
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transferctl import runtime
+from transferctl import runlock, runtime
 from transferctl.export import metadata, parity
 from transferctl.export.request import ExportRequest
 from transferctl.export.source import (
@@ -77,15 +79,18 @@ def export_run(
     document = metadata.start(out, source.run_dir, source.class_names, source.image_size)
     samples = parity_samples(source)
     out.mkdir(parents=True, exist_ok=True)
-    metadata.write_labels(out, source.class_names)
     results = []
-    for export_format in request.formats:
-        quantization = request.quantize if export_format == "tflite" else "none"
-        result, entry = _export_one(source, samples, export_format, quantization, out)
-        metadata.record(out, document, result.path.name, entry)
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
+    # one export per folder at a time, so that what a killed one left can be cleaned up
+    with runlock.holding(out, "--out", "an export is writing to it"):
+        remove_leftovers(out)
+        metadata.write_labels(out, source.class_names)
+        for export_format in request.formats:
+            quantization = request.quantize if export_format == "tflite" else "none"
+            result, entry = _export_one(source, samples, export_format, quantization, out)
+            metadata.record(out, document, result.path.name, entry)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
     failed = [result for result in results if not result.passed]
     if failed:
         raise parity.ExportParityError(
@@ -94,6 +99,24 @@ def export_run(
             + f"; the files are kept in {out} and {metadata.EXPORT_INFO} records the numbers"
         )
     return results
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Remove what a killed export left in `out`: temporary files and folders (`.NAME.*.tmp*`),
+    and the previous SavedModel set aside during a swap (`.saved_model.*.old`), which is put
+    back when the swap never finished. The caller holds the folder's lock."""
+    removed = []
+    for leftover in sorted(out.glob(".*.tmp*")) + sorted(out.glob(".*.old")):
+        if leftover.suffix == ".old" and leftover.is_dir() and not leftover.is_symlink():
+            for kept in leftover.iterdir():
+                if not (out / kept.name).exists():
+                    os.replace(kept, out / kept.name)  # the swap stopped half way: undo it
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
 
 
 def _export_one(

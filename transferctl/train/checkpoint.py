@@ -7,18 +7,25 @@ weight files are removed only after the new state is committed.
 
 Measured on Keras 3.15.1: `BackupAndRestore` and `ModelCheckpoint` write in place, and random
 kills left corrupt `.weights.h5` files in 3 of 6 runs; hence this module.
+
+Every commit also records the sha256 of what resuming relies on (config.yaml, labels.txt and
+the weight files the state names), and `verify_run_files` checks them before a resume: a file
+cut short, emptied, edited or deleted since is an error naming it, never a silent repair.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from transferctl import rundir
+from transferctl import files, rundir
+from transferctl.errors import UserError
 
 STATE = "state.json"
+STATE_MAX_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -38,15 +45,130 @@ class TrainState:
     early_stopping_best: float | None = None
     finished: bool = False
     phases_done: list[dict[str, Any]] = field(default_factory=list)
+    # sha256 of the files resuming relies on, by path in the run directory; {} in state files
+    # written before checksums were recorded (those resume with existence checks only)
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "bool": (bool,),
+    "str | None": (str, type(None)),
+    "float | None": (int, float, type(None)),
+    "int | None": (int, type(None)),
+    "list[dict[str, Any]]": (list,),
+    "dict[str, str]": (dict,),
+}
 
 
 def load_state(folder: Path) -> TrainState | None:
+    """The committed state, None when there is none yet; a damaged file is a `UserError`."""
     path = folder / STATE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(files.read_regular(path, limit=STATE_MAX_BYTES).decode("utf-8"))
+    except files.NotReadable as error:
+        raise damaged_state(path, error.reason) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise damaged_state(path, f"not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise damaged_state(path, "not a JSON object")
+    for item in fields(TrainState):
+        if item.name not in data:
+            continue
+        value = data[item.name]
+        expected = _FIELD_TYPES.get(str(item.type), (object,))
+        wrong_bool = isinstance(value, bool) and bool not in expected
+        if wrong_bool or not isinstance(value, expected):
+            raise damaged_state(path, f"{item.name} is {json.dumps(value)[:80]}")
+    checksums = data.get("checksums", {})
+    if not all(isinstance(v, str) for v in checksums.values()):
+        raise damaged_state(path, "checksums are not text")
     known = {key: value for key, value in data.items() if key in TrainState.__dataclass_fields__}
     return TrainState(**known)
+
+
+def is_finished(run_dir: Path, state: TrainState | None) -> bool:
+    """Whether the run finished: its state says so and model.keras is there."""
+    return state is not None and state.finished and (run_dir / rundir.MODEL).is_file()
+
+
+def damaged_state(path: Path, reason: str) -> UserError:
+    return UserError(
+        str(path),
+        f"the run's training state is damaged ({reason})",
+        "restore the file from a backup, or train again into a new folder; the run cannot be "
+        "resumed safely",
+    )
+
+
+def verify_run_files(run_dir: Path, state: TrainState | None, *, check_config: bool = True) -> None:
+    """Before a resume: what the run relies on is there, not empty, and (where `state` has
+    checksums) byte for byte what the last checkpoint recorded; else a `UserError` naming it.
+
+    Args:
+        run_dir: the run directory.
+        state: its committed state (`load_state`); None before the first checkpoint.
+        check_config: False when config.yaml is about to be replaced (`--force` with a config).
+    """
+    sums = state.checksums if state is not None else {}
+    if check_config:
+        _verify(run_dir, rundir.CONFIG, sums, CONFIG_FIX)
+    if state is None:
+        return
+    _verify(run_dir, rundir.LABELS, sums, LABELS_FIX)
+    for name in dict.fromkeys(n for n in (state.weights, state.best_weights) if n is not None):
+        _verify(run_dir, f"{rundir.CHECKPOINTS}/{name}", sums, WEIGHTS_FIX)
+
+
+CONFIG_FIX = (
+    "restore it, or resume with the config the run was trained with: "
+    "transferctl finetune CONFIG --resume RUN_DIR --force"
+)
+LABELS_FIX = (
+    "restore it (the class names, one per line, in index order), or train again into a new folder"
+)
+WEIGHTS_FIX = "restore it from a backup, or train again into a new folder"
+
+
+def _verify(run_dir: Path, name: str, sums: dict[str, str], fix: str) -> None:
+    path = run_dir / name
+    if not path.exists():
+        raise UserError(str(path), "is missing; the run cannot be resumed without it", fix)
+    try:
+        digest = sha256(path)
+        empty = path.stat().st_size == 0
+    except (files.NotReadable, OSError) as error:
+        reason = getattr(error, "reason", None) or str(error)
+        raise UserError(str(path), f"cannot be read ({reason})", fix) from None
+    if empty:
+        raise UserError(str(path), "is empty (cut short when it was written or copied?)", fix)
+    expected = sums.get(name)
+    if expected is not None and digest != expected:
+        raise UserError(
+            str(path),
+            "has changed since the last checkpoint (cut short, damaged or edited); it is not "
+            "what the run was trained with",
+            fix,
+        )
+
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256 (hex), read in chunks; remembered while its size and mtime hold."""
+    info = path.stat()
+    key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
+    if key in _digests:
+        return _digests[key]
+    digest = hashlib.sha256()
+    with files.open_regular(path) as handle:
+        for chunk in iter(lambda: handle.read(2**20), b""):
+            digest.update(chunk)
+    _digests[key] = digest.hexdigest()
+    return _digests[key]
 
 
 def save(model: Any, folder: Path, state: TrainState, *, best_model_weights: bool = False) -> None:
@@ -64,9 +186,35 @@ def save(model: Any, folder: Path, state: TrainState, *, best_model_weights: boo
     commit(folder, state)
 
 
+def record_config(run_dir: Path, text: str, state: TrainState | None) -> None:
+    """Write the config a resume trains with, and commit its checksum with `state` at once, so
+    that a kill before the next checkpoint leaves a run that still verifies."""
+    path = run_dir / rundir.CONFIG
+    try:
+        current = files.read_regular(path).decode("utf-8")
+    except (files.NotReadable, UnicodeDecodeError):
+        current = None
+    if current == text:
+        return
+    rundir.write_text(path, text)
+    if state is not None:
+        commit(run_dir / rundir.CHECKPOINTS, state)
+
+
 def commit(folder: Path, state: TrainState) -> None:
+    """Record the checksums, write `state.json` atomically, then drop unreferenced weights."""
+    state.checksums = _checksums(folder, state)
     rundir.write_text(folder / STATE, json.dumps(asdict(state), indent=2) + "\n")
     keep = {state.weights, state.best_weights, STATE}
     for path in folder.glob("epoch-*.weights.h5"):
         if path.name not in keep:
             path.unlink(missing_ok=True)
+
+
+def _checksums(folder: Path, state: TrainState) -> dict[str, str]:
+    run_dir = folder.parent
+    names = [rundir.CONFIG, rundir.LABELS]
+    names += [f"{folder.name}/{n}" for n in (state.weights, state.best_weights) if n is not None]
+    return {
+        name: sha256(run_dir / name) for name in dict.fromkeys(names) if (run_dir / name).is_file()
+    }
