@@ -38,7 +38,18 @@ CASES = [
         "train: {phases: [{name: a, epochs: 1, learning_rate: 1}, "
         "{name: a, epochs: 1, learning_rate: 1}]}",
         "train.phases.1.name",
-        "used by an earlier phase",
+        "phases 0 and 1 share it",
+    ),
+    (
+        "train: {phases: [{epochs: 1, learning_rate: 1}, {name: phase1, epochs: 1, "
+        "learning_rate: 1}]}",
+        "train.phases.1.name",
+        "'phase1' is also the name of train.phases.0",
+    ),
+    (
+        "train: {phases: [{name: ../up, epochs: 1, learning_rate: 1}]}",
+        "train.phases.0.name",
+        "expected a short label",
     ),
     ("train: {weight_decay: 0.1}", "train.weight_decay", "applies to adamw and sgd"),
     ("train: {early_stopping: {patience: 0}}", "train.early_stopping.patience", "greater than 0"),
@@ -108,3 +119,21 @@ def test_several_mistakes_are_all_reported(cli, tmp_path: Path) -> None:
     assert result.exit_code == 2
     fields = [line.split(":")[1].strip() for line in result.stderr.strip().splitlines()]
     assert fields == ["data.batch_size", "data.bogus", "model.freeze"]
+
+
+def test_phases_without_names_get_phase1_phase2(cli, tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "unnamed.yaml"
+    config.write_text(
+        "train: {phases: [{epochs: 3, learning_rate: 0.01}, "
+        "{name: polish, epochs: 1, learning_rate: 0.001}, {epochs: 1, learning_rate: 0.0001}]}\n"
+    )
+    result = cli("validate", config)
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.stdout)
+    assert [phase["name"] for phase in resolved["train"]["phases"]] == [
+        "phase1",
+        "polish",
+        "phase3",
+    ]

@@ -110,10 +110,12 @@ def old_code_path(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """Build and save models as transferctl 0.1 did: the registered layer, kept in model.keras."""
     from transferctl.model import classifier, preprocess
 
-    def legacy_layer(mode: str, name: str = "preprocess") -> Any:
-        return preprocess.BackbonePreprocess(mode, name=name)
+    build = classifier.build_classifier
 
-    monkeypatch.setattr(classifier, "preprocess_layer", legacy_layer)
+    def legacy_build(*args: Any, **kwargs: Any) -> Any:
+        return build(*args, **{**kwargs, "legacy": True})
+
+    monkeypatch.setattr(classifier, "build_classifier", legacy_build)
     monkeypatch.setattr(preprocess, "without_legacy_layer", lambda model: model)
     return monkeypatch
 

@@ -159,7 +159,7 @@ def _train(
         config.model.head,
         data.num_classes,
         safe_mode=not unsafe,
-        legacy_preprocess=legacy,
+        legacy=legacy,
     )
     check_freezes(backbone, config.model.freeze, [phase.freeze for phase in config.train.phases])
     if state is None:
@@ -201,6 +201,9 @@ def _train(
     with rundir.atomic_path(path / rundir.MODEL, suffix=".keras") as temporary:
         model.save(str(temporary))
     metrics = final_metrics(model, data)
+    probes = [phase["linear_probe"] for phase in result.phases if "linear_probe" in phase]
+    if probes:
+        metrics["linear_probe"] = probes[0]  # the first frozen backbone's features
     metrics["training"] = {
         "epochs": len(result.history),
         "seconds_this_session": round(result.seconds, 2),

@@ -49,9 +49,11 @@ def run(
         for split in ("val", "test"):
             scores = result.metrics.get(split)
             if scores:
+                probe = result.metrics.get("linear_probe", {}).get(split)
+                beside = f"; linear probe {probe['accuracy']:.4f}" if probe else ""
                 console.print(
                     f"{split}: accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
-                    f"({scores['num_examples']} images)",
+                    f"({scores['num_examples']} images){beside}",
                     highlight=False,
                 )
     typer.echo(str(result.run_dir))

@@ -50,15 +50,18 @@ def image_size_fits_backbone(config: Config) -> Iterator[UserError]:
 
 
 def phase_names_unique(config: Config) -> Iterator[UserError]:
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for index, phase in enumerate(config.train.phases):
-        if phase.name in seen:
+        name = str(phase.name)
+        if name in seen:
             yield UserError(
                 f"train.phases.{index}.name",
-                f"{phase.name!r} is used by an earlier phase",
-                "give every phase its own name",
+                f"{name!r} is also the name of train.phases.{seen[name]} "
+                f"(phases {seen[name]} and {index} share it)",
+                "give every phase its own name, or leave names out (phase1, phase2, ...)",
             )
-        seen.add(phase.name)
+        else:
+            seen[name] = index
 
 
 def weight_decay_has_optimizer(config: Config) -> Iterator[UserError]:

@@ -320,6 +320,12 @@ class Train(Section):
     feature_cache: Literal["auto", "off"] = "auto"
     phases: Annotated[list[Phase], Field(min_length=1)] = list(DEFAULT_PHASES)
 
+    @field_validator("feature_cache", "mixed_precision", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false: `feature_cache: off` means "off"
+        return "off" if value is False else value
+
     @field_validator("phases", mode="after")
     @classmethod
     def _default_names(cls, phases: list[Phase]) -> list[Phase]:

@@ -13,6 +13,7 @@ from transferctl.model.preprocess import BackbonePreprocess, preprocess_layer
 INPUT_NAME = "image"
 OUTPUT_NAME = "predictions"
 PREPROCESS_NAME = "preprocess"
+FEATURE_NORM_NAME = "feature_norm"
 
 
 def build_classifier(
@@ -23,22 +24,27 @@ def build_classifier(
     num_classes: int,
     *,
     safe_mode: bool = True,
-    legacy_preprocess: bool = False,
+    legacy: bool = False,
 ) -> tuple[Any, Any]:
     """The model and its backbone (a nested layer named `backbone`).
 
     The softmax runs in float32 so mixed-precision training stays numerically stable. Every
     layer is a built-in Keras layer, so the saved model loads without transferctl.
 
+    The head standardises the pooled features (`feature_norm`, a built-in `Normalization`
+    whose statistics are set from the training features when the backbone is frozen, else
+    the identity) before its Dense layers: unnormalised features are what kept Adam-trained
+    heads far below a linear probe (KERAS-NOTES).
+
     Args:
-        legacy_preprocess: build with the 0.1 `BackbonePreprocess` layer, to resume a run
-            whose checkpoint holds it (`preprocess.is_legacy_checkpoint`).
+        legacy: build the 0.1 layout (the `BackbonePreprocess` layer, no `feature_norm`), to
+            resume a run whose checkpoint holds it (`preprocess.is_legacy_checkpoint`).
     """
     keras = runtime.keras()
     layers = keras.layers
     backbone = build_backbone(spec, image_size, weights, safe_mode=safe_mode)
     inputs = keras.Input((image_size[0], image_size[1], 3), name=INPUT_NAME)
-    if legacy_preprocess:
+    if legacy:
         x = BackbonePreprocess(spec.preprocess, name=PREPROCESS_NAME)(inputs)
     else:
         x = preprocess_layer(spec.preprocess, PREPROCESS_NAME)(inputs)
@@ -49,6 +55,10 @@ def build_classifier(
         x = layers.GlobalMaxPooling2D(name="pool")(x)
     else:
         x = layers.Flatten(name="pool")(x)
+    if not legacy:
+        norm = layers.Normalization(axis=-1, name=FEATURE_NORM_NAME, dtype="float32")
+        norm.trainable = False
+        x = norm(x)
     for index, units in enumerate(head.hidden):
         x = layers.Dense(units, activation="relu", name=f"hidden_{index}")(x)
         if head.dropout > 0:

@@ -133,15 +133,19 @@ class NaNGuard(Callback):
 class HistoryWriter(Callback):
     """history.csv: one row per epoch, rewritten atomically after each epoch."""
 
-    def __init__(self, path: Path, phase: str, rows: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, path: Path, phase: str, rows: list[dict[str, Any]], extra_seconds: float = 0.0
+    ) -> None:
         super().__init__()
         self.path = path
         self.phase = phase
         self.rows = rows
         self.started = 0.0
+        self.extra_seconds = extra_seconds  # spent for this phase before its first epoch
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() - self.extra_seconds
+        self.extra_seconds = 0.0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}

@@ -10,11 +10,20 @@ model.keras, evaluate and export see one ordinary model.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from transferctl import runtime
 from transferctl.config.schema import Augment
+from transferctl.data import DataBundle
 
 MEMORY_BUDGET_BYTES = 1 << 30
+POOL_LAYER = "pool"
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -46,3 +55,120 @@ def decide(setting: str, backbone_frozen: bool, augment: Augment) -> CacheDecisi
     if augmentation_on(augment):
         return CacheDecision(False, "augmentation is on (data.augment)")
     return CacheDecision(True, "the backbone is frozen and nothing is augmented")
+
+
+@dataclass
+class Features:
+    """Pooled backbone features and one-hot labels of each split, in the splits' order."""
+
+    inputs: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    seconds: float
+
+    def count(self, split: str) -> int:
+        return int(self.labels[split].shape[0]) if split in self.labels else 0
+
+
+def extract(model: Any, data: DataBundle, spill_dir: Path) -> Features:
+    """Run the frozen backbone (and pooling) once over every image of every split.
+
+    Arrays go to memory while the whole set fits `MEMORY_BUDGET_BYTES`, else to `.npy` files
+    in `spill_dir`, memory-mapped (removed by `discard`).
+    """
+    keras = runtime.keras()
+    started = time.perf_counter()
+    pooled = keras.Model(model.inputs, model.get_layer(POOL_LAYER).output)
+    width = int(pooled.output.shape[-1])
+    total = sum(data.count(split) for split in SPLITS) * width * 4
+    on_disk = total > MEMORY_BUDGET_BYTES
+    inputs: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
+
+    @runtime.tf().function(reduce_retracing=True)
+    def forward(images: Any) -> Any:
+        return pooled(images, training=False)
+
+    for split in SPLITS:
+        if not data.has(split):
+            continue
+        count = data.count(split)
+        array: np.ndarray
+        if on_disk:
+            spill_dir.mkdir(parents=True, exist_ok=True)
+            array = np.lib.format.open_memmap(
+                spill_dir / f"features-{split}.npy",
+                mode="w+",
+                dtype=np.float32,
+                shape=(count, width),
+            )
+        else:
+            array = np.empty((count, width), np.float32)
+        onehot = np.empty((count, data.num_classes), np.float32)
+        done = 0
+        for images, batch_labels in data.plain(split):
+            size = int(images.shape[0])
+            array[done : done + size] = np.asarray(forward(images), dtype=np.float32)
+            onehot[done : done + size] = batch_labels.numpy()
+            done += size
+        inputs[split], labels[split] = array[:done], onehot[:done]
+    return Features(inputs, labels, time.perf_counter() - started)
+
+
+def discard(spill_dir: Path) -> None:
+    """Remove features spilled to disk (the run directory keeps no cache once a phase ends)."""
+    for path in spill_dir.glob("features-*.npy"):
+        path.unlink(missing_ok=True)
+
+
+def head_model(model: Any) -> Any:
+    """The classifier's head alone, features in, sharing the full model's layers (and weights)."""
+    keras = runtime.keras()
+    names = [layer.name for layer in model.layers]
+    start = names.index(POOL_LAYER) + 1
+    features = keras.Input(model.get_layer(POOL_LAYER).output.shape[1:], name="features")
+    x = features
+    for layer in model.layers[start:]:
+        x = layer(x)
+    return keras.Model(features, x, name="transferctl_head")
+
+
+def training_dataset(features: Features, batch_size: int, seed: int) -> Any:
+    """Cached training features, reshuffled every epoch (by seed)."""
+    tf = runtime.tf()
+    order = tf.data.Dataset.range(features.count("train")).shuffle(
+        features.count("train"), seed=seed, reshuffle_each_iteration=True
+    )
+    return _gather(features, "train", order.batch(batch_size))
+
+
+def plain_dataset(features: Features, split: str, batch_size: int) -> Any:
+    """Cached features of `split`, in order."""
+    tf = runtime.tf()
+    return _gather(features, split, tf.data.Dataset.range(features.count(split)).batch(batch_size))
+
+
+def _gather(features: Features, split: str, index_batches: Any) -> Any:
+    """Batches of (features, labels) by index: from tensors in memory, or from the spill files."""
+    tf = runtime.tf()
+    inputs, labels = features.inputs[split], features.labels[split]
+    if not isinstance(inputs, np.memmap):
+        inputs_tensor, labels_tensor = tf.constant(inputs), tf.constant(labels)
+        batches = index_batches.map(
+            lambda index: (tf.gather(inputs_tensor, index), tf.gather(labels_tensor, index))
+        )
+    else:
+
+        def read(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            order = np.sort(index)  # memory maps read fastest in order; labels follow
+            return np.asarray(inputs[order]), labels[order]
+
+        batches = index_batches.map(
+            lambda index: tf.numpy_function(read, [index], (tf.float32, tf.float32)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        ).map(
+            lambda x, y: (
+                tf.ensure_shape(x, [None, inputs.shape[1]]),
+                tf.ensure_shape(y, [None, labels.shape[1]]),
+            )
+        )
+    return batches.prefetch(tf.data.AUTOTUNE)

@@ -10,7 +10,6 @@ position (the optimizer's step count), the best epoch so far and early stopping'
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from transferctl.errors import TrainingFailed
 from transferctl.model.batchnorm import recompute_statistics
 from transferctl.model.freezing import apply_freeze
 from transferctl.train import callbacks as cb
-from transferctl.train import checkpoint
+from transferctl.train import checkpoint, head_start
 from transferctl.train.checkpoint import TrainState
 from transferctl.train.optimizers import make_optimizer
 
@@ -68,7 +67,6 @@ def train(
     result.phases = list(state.phases_done)
     started = time.perf_counter()
     has_val = data.has("val")
-    validation = data.plain("val") if has_val else None
     stopping = train_config.early_stopping
     monitor = stopping.monitor if stopping else ("val_loss" if has_val else "loss")
     total_epochs = sum(phase.epochs for phase in train_config.phases)
@@ -80,16 +78,30 @@ def train(
         where = f"train.phases.{index}.freeze" if phase.freeze else "model.freeze"
         freeze = phase.freeze or model_config.freeze
         report = apply_freeze(model, backbone, freeze, bool(model_config.train_batchnorm), where)
+        inputs = head_start.prepare(
+            model,
+            backbone,
+            data,
+            model_config,
+            train_config,
+            index,
+            report.trainable_layers == 0,
+            resuming_here,
+            folder,
+            console,
+        )
+        fit_model = inputs.fit_model  # the model itself, or its head on cached features
+        validation = inputs.validation(data)
         steps = data.steps("train") * phase.epochs
-        compile_model(model, train_config, phase.learning_rate, steps, data.num_classes)
-        model.optimizer.build(model.trainable_variables)
+        compile_model(fit_model, train_config, phase.learning_rate, steps, data.num_classes)
+        fit_model.optimizer.build(fit_model.trainable_variables)
         best_weights = None
         if resuming_here:
             if state.best_weights is not None:
-                model.load_weights(str(folder / state.best_weights))
-                best_weights = model.get_weights()
+                fit_model.load_weights(str(folder / state.best_weights))
+                best_weights = fit_model.get_weights()
             assert state.weights is not None
-            model.load_weights(str(folder / state.weights))  # model + optimizer state
+            fit_model.load_weights(str(folder / state.weights))  # model + optimizer state
         else:
             state = TrainState(
                 phase_index=index,
@@ -97,14 +109,20 @@ def train(
                 epochs_done=state.epochs_done,
                 phases_done=state.phases_done,
             )
-            checkpoint.save(model, folder, state)
+            if inputs.probe_started and validation is not None:
+                # the probe's solution is the phase's first candidate for its best epoch
+                scores = fit_model.evaluate(validation, verbose=0, return_dict=True)
+                state.best_value = float(scores[monitor.removeprefix("val_")])
+                state.best_epoch = state.epochs_done - 1
+                best_weights = fit_model.get_weights()
+            checkpoint.save(fit_model, folder, state, best_model_weights=best_weights is not None)
         batchnorm_trains = report.trainable_batchnorm_layers > 0
 
         def batchnorm_images() -> Any:
             return data.plain("train")
 
         best = cb.BestWeights(monitor, state.best_value, state.best_epoch, best_weights)
-        best.set_model(model)  # restore() may run with no fit: killed right after a phase ended
+        best.set_model(fit_model)  # restore() may run with no fit: killed right after a phase
         guard = cb.NaNGuard()
         early: cb.ResumableEarlyStopping | None = None
         if stopping is not None:
@@ -122,7 +140,15 @@ def train(
             ),
             best,
             *([early] if early is not None else []),
-            cb.HistoryWriter(run_dir / rundir.HISTORY, phase.label, result.history),
+            cb.HistoryWriter(
+                run_dir / rundir.HISTORY,
+                phase.label,
+                result.history,
+                # the one pass over the images is part of what the phase's first epoch cost
+                extra_seconds=0.0
+                if resuming_here
+                else inputs.summary["feature_cache"].get("seconds", 0.0),
+            ),
             cb.EpochCheckpoint(
                 folder,
                 state,
@@ -161,8 +187,8 @@ def train(
             )
         if state.steps_done and not state.phase_stopped and state.epochs_done < end_epoch:
             # killed mid-epoch after a step checkpoint: train the rest of that epoch first
-            model.fit(
-                _training_data(data, state.epochs_done).skip(state.steps_done),
+            fit_model.fit(
+                inputs.training(data, state.epochs_done).skip(state.steps_done),
                 epochs=state.epochs_done + 1,
                 initial_epoch=state.epochs_done,
                 callbacks=callbacks,
@@ -172,8 +198,8 @@ def train(
             if early is not None:
                 early.initial_wait, early.initial_best = early.wait, early.best
         if guard.failure is None and not state.phase_stopped and state.epochs_done < end_epoch:
-            model.fit(
-                _training_data(data, state.epochs_done),
+            fit_model.fit(
+                inputs.training(data, state.epochs_done),
                 epochs=end_epoch,
                 initial_epoch=state.epochs_done,
                 callbacks=callbacks,
@@ -189,6 +215,9 @@ def train(
                 "and start again, or resume with a changed config and --force"
             )
         best_epoch = best.restore() if train_config.restore_best else None
+        head_start.release(inputs, folder)
+        if fit_model is not model:  # the head trained alone: the whole model scores the splits
+            compile_model(model, train_config, phase.learning_rate, steps, data.num_classes)
         recomputed = 0
         if batchnorm_trains and (not has_val or best_epoch is None):
             recomputed = recompute_statistics(model, batchnorm_images())
@@ -202,6 +231,7 @@ def train(
                 "frozen_backbone_layers": report.frozen_layers,
                 "trainable_params": report.trainable_params,
                 "batchnorm_layers_recomputed": recomputed,
+                **inputs.summary,
             }
         )
         result.phases = list(state.phases_done)
@@ -213,13 +243,6 @@ def train(
         )
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _training_data(data: DataBundle, epochs_done: int) -> Any:
-    """The shuffled, augmented training set; a resumed run draws a new, seeded order."""
-    if epochs_done == 0:
-        return data.training()
-    return dataclasses.replace(data, seed=data.seed + 1000 * epochs_done).training()
 
 
 def read_history(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
