@@ -393,7 +393,7 @@ def _images_in(folder: Path, unreadable: list[Skipped]) -> list[Path]:
                 continue
             if file.is_file() or files.special_kind(file) is not None:
                 inside.append(file)
-    return inside
+    return sorted(inside)  # by path, as `rglob` sorted them
 
 
 class UnreadableImage(Exception):
