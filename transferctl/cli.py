@@ -97,6 +97,49 @@ def finetune(
     )
 
 
+@app.command(rich_help_panel="Train")
+@handle_errors
+def pretrain(
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="The YAML config file (optional with --resume).", show_default=False),
+    ] = None,
+    overrides: SetOption = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="Train into this folder: new, empty, or an unfinished pretrain run (resumed).",
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue an unfinished pretrain run from its checkpoint."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Resume even though the config changed.")
+    ] = False,
+    unsafe: Annotated[
+        bool,
+        typer.Option("--unsafe", help="Allow .keras weights that run code (Lambda layers)."),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Pretrain the backbone as an autoencoder's encoder on unlabelled images; prints the run
+    directory, a `model.weights` for finetune."""
+    from transferctl.commands.pretrain import run
+
+    run(
+        config,
+        overrides or [],
+        run_dir=run_dir,
+        resume=resume,
+        force=force,
+        unsafe=unsafe,
+        quiet=quiet,
+    )
+
+
 @app.command(rich_help_panel="Config")
 @handle_errors
 def validate(

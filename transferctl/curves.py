@@ -101,6 +101,11 @@ def curves_figure(
     ):
         train = [getattr(row, metric) for row in history]
         val = [getattr(row, f"val_{metric}") for row in history]
+        if all(value is None for value in train + val):
+            # a run without labels (transferctl pretrain) has a loss and nothing else
+            axes.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center", fontsize=11)
+            axes.set_axis_off()
+            continue
         _shade_phases(axes, history)
         _line(axes, epochs, train, "train", TRAIN_COLOR, "-", "o" if markers else None)
         if any(value is not None for value in val):
@@ -134,7 +139,7 @@ def curves_figure(
         _name_phases(axes, history)
     # below the panels, where it never hides a point
     figure.legend(
-        *panels[1].get_legend_handles_labels(),
+        *panels[0].get_legend_handles_labels(),
         loc="outside lower center",
         ncol=3,
         fontsize=8.5,
@@ -362,6 +367,11 @@ def _run_title(run_dir: Path, history: Sequence[Epoch]) -> str:
     if scored:
         best = max(scored, key=lambda row: row.val_accuracy or 0.0)
         title += f": best validation accuracy {best.val_accuracy:.4f} (epoch {best.epoch})"
+    elif any(row.val_loss is not None for row in history):
+        lowest = min(
+            (row for row in history if row.val_loss is not None), key=lambda row: row.val_loss or 0
+        )
+        title += f": lowest validation loss {lowest.val_loss:.4g} (epoch {lowest.epoch})"
     return title
 
 

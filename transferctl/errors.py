@@ -103,11 +103,11 @@ class ConfigErrors(UserError):
 class Interrupted(Exception):
     """Ctrl-C during training: the last completed epoch's checkpoint is kept; exit 130."""
 
-    def __init__(self, run_dir: object) -> None:
+    def __init__(self, run_dir: object, command: str = "finetune") -> None:
         self.run_dir = run_dir
         super().__init__(
             f"interrupted; the checkpoint of the last completed epoch is kept in {run_dir}; "
-            f"resume with: transferctl finetune --resume {run_dir}"
+            f"resume with: transferctl {command} --resume {run_dir}"
         )
 
 

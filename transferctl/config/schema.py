@@ -341,6 +341,21 @@ class Output(Section):
 
 
 # ----------------------------------------------------------------------------------------------
+# pretrain: `transferctl pretrain` (the backbone as the encoder of an autoencoder)
+# ----------------------------------------------------------------------------------------------
+
+
+class Pretrain(Section):
+    """Unsupervised pretraining: the backbone encodes, a decoder reconstructs the input images."""
+
+    objective: Literal["autoencoder"] = "autoencoder"
+    epochs: Annotated[int, Field(gt=0)] = 20
+    learning_rate: PositiveFinite = 1.0e-3
+    sparsity: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0  # L1 on the code
+    noise: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # std of input noise, in 0-1 pixel units
+
+
+# ----------------------------------------------------------------------------------------------
 # the whole config
 # ----------------------------------------------------------------------------------------------
 
@@ -352,6 +367,7 @@ class Config(Section):
     model: Model = Model()
     train: Train = Train()
     output: Output = Output()
+    pretrain: Pretrain | None = None  # `transferctl pretrain` uses the defaults when null
 
     @field_validator("name", mode="after")
     @classmethod

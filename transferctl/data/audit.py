@@ -66,6 +66,7 @@ SYSTEM_FILE = "system file"
 EMPTY_CLASS = "class folder without usable images"
 TRUNCATED = "truncated image"
 LOOKS_LIKE_TEXT = "not an image (looks like text)"
+UNLABELLED = "(unlabelled)"  # the one class of `audit_folder(..., unlabelled=True)`
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def _split_order(report: FileReport) -> tuple[int, str]:
 
 
 def audit_folder(
-    root: Path, *, where: str = "data.path", workers: int | None = None
+    root: Path, *, where: str = "data.path", workers: int | None = None, unlabelled: bool = False
 ) -> FolderAudit:
     """Audit every file of `root`'s class folders (or of train/ [val/] [test/] under it).
 
@@ -190,13 +191,15 @@ def audit_folder(
         root: class sub-folders, or train/ [val/] [test/] each holding them.
         where: the name of `root` in error messages (the config key or the argument).
         workers: threads that open files. Defaults to Python's default for I/O-bound pools.
+        unlabelled: every image under each split folder, in sub-folders or not, as the one
+            class `UNLABELLED` (`transferctl pretrain` ignores labels). Defaults to `False`.
 
     Raises:
         UserError: `root` is missing, is a file, or holds no class folders.
     """
     started = time.perf_counter()
     folders = find_splits(root, where)
-    class_names = class_folders(folders["train"], where)
+    class_names = [UNLABELLED] if unlabelled else class_folders(folders["train"], where)
     if not class_names:
         raise UserError(
             where,
@@ -208,6 +211,9 @@ def audit_folder(
     other_classes: dict[str, list[str]] = {}
     loose: list[str] = []
     for split, folder in folders.items():
+        if unlabelled:
+            _collect(folder, split, UNLABELLED, jobs, reports)
+            continue
         found = class_folders(folder, where)
         labels.check_class_folders([folder / name for name in found], where)
         if found != class_names:
@@ -219,15 +225,7 @@ def audit_folder(
         )
         for name in class_names:
             if (folder / name).is_dir():
-                for path, problem in _walk(folder / name):
-                    if problem is None:
-                        jobs.append((path, split, name))
-                    elif problem == HIDDEN_FOLDER:
-                        reports.append(
-                            FileReport(str(path), split, name, HIDDEN_FOLDER, ignored=True)
-                        )
-                    else:
-                        reports.append(FileReport(str(path), split, name, problem))
+                _collect(folder / name, split, name, jobs, reports)
     webp = tensorflow_reads_webp()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's, about odd EXIF or large images
@@ -242,6 +240,23 @@ def audit_folder(
         loose_files=loose,
         seconds=time.perf_counter() - started,
     )
+
+
+def _collect(
+    folder: Path,
+    split: str,
+    class_name: str,
+    jobs: list[tuple[Path, str, str]],
+    reports: list[FileReport],
+) -> None:
+    """Every file under `folder`: a job to inspect, or (hidden, unreadable) a report at once."""
+    for path, problem in _walk(folder):
+        if problem is None:
+            jobs.append((path, split, class_name))
+        elif problem == HIDDEN_FOLDER:
+            reports.append(FileReport(str(path), split, class_name, HIDDEN_FOLDER, ignored=True))
+        else:
+            reports.append(FileReport(str(path), split, class_name, problem))
 
 
 def find_splits(root: Path, where: str = "data.path") -> dict[str, Path]:

@@ -93,12 +93,17 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
     return weights
 
 
-def load_data(config: Data, seed: int) -> DataBundle:
+def load_data(config: Data, seed: int, *, unlabelled: bool = False) -> DataBundle:
     """The data stage: the `data` section in, a `DataBundle` out.
 
     `data.classes` keeps those classes (labels 0..K-1 in that order) before the splits are
     carved; `data.per_class` then thins the training split alone, so validation and test stay
     whole; `data.limit` comes last.
+
+    Args:
+        unlabelled: labels will be ignored (`transferctl pretrain`): a folder without
+            `data.classes` may then hold its images with or without class sub-folders, all
+            in one class. Digits and CIFAR keep their labels. Defaults to `False`.
 
     Example:
         bundle = load_data(config.data, config.seed)
@@ -112,7 +117,12 @@ def load_data(config: Data, seed: int) -> DataBundle:
         found, class_names = sources.load_cifar(config.source)
     else:
         assert config.path is not None
-        scanned = sources.load_scanned_folder(config.path, config.on_bad_file, config.classes)
+        scanned = sources.load_scanned_folder(
+            config.path,
+            config.on_bad_file,
+            config.classes,
+            unlabelled=unlabelled and config.classes is None,
+        )
         found, class_names = scanned.splits, scanned.class_names
     if config.classes is not None and scanned is not None:
         _check_kept_classes(class_names, config.classes)

@@ -227,7 +227,11 @@ class ScannedFolder:
 
 
 def load_scanned_folder(
-    root: Path, on_bad_file: str = "skip", classes: Sequence[str] | None = None
+    root: Path,
+    on_bad_file: str = "skip",
+    classes: Sequence[str] | None = None,
+    *,
+    unlabelled: bool = False,
 ) -> ScannedFolder:
     """Like `load_folder`, after opening every file (`audit.audit_folder`).
 
@@ -246,10 +250,15 @@ def load_scanned_folder(
         classes: only these class folders, labelled in this order (`data.classes`); the
             others are left out before any verdict, so their bad files do not count. Defaults
             to every class folder, sorted.
+        unlabelled: every image under the folder (or under each of train/ val/ test/), with
+            or without class sub-folders, as one class (`audit.UNLABELLED`): for pretraining,
+            which ignores labels. Not with `classes`. Defaults to `False`.
     """
     if on_bad_file not in ("skip", "fail"):
         raise ValueError(f"`on_bad_file` must be skip or fail. Received: on_bad_file={on_bad_file}")
-    found = audit.audit_folder(root)
+    if unlabelled and classes is not None:
+        raise ValueError(f"`classes` needs labelled data, not `unlabelled`. Received: {classes=}")
+    found = audit.audit_folder(root, unlabelled=unlabelled)
     if classes is not None:
         found = _only_classes(found, list(classes))
     if found.other_classes:
@@ -269,7 +278,13 @@ def load_scanned_folder(
             "data.path", f"{path}: {reason}", "fix or remove it, or set data.on_bad_file: skip"
         )
     class_names = found.kept_classes()
-    if len(class_names) < 2:
+    if unlabelled and not class_names:
+        raise UserError(
+            "data.path",
+            f"{found.folders['train']} holds no usable images ({', '.join(IMAGE_EXTENSIONS)})",
+            "add images; `transferctl doctor` says why the files there are unusable",
+        )
+    if len(class_names) < 2 and not unlabelled:
         usable = f" ({', '.join(class_names)})" if class_names else ""
         raise UserError(
             "data.path",

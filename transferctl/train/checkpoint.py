@@ -103,7 +103,13 @@ def damaged_state(path: Path, reason: str) -> UserError:
     )
 
 
-def verify_run_files(run_dir: Path, state: TrainState | None, *, check_config: bool = True) -> None:
+def verify_run_files(
+    run_dir: Path,
+    state: TrainState | None,
+    *,
+    check_config: bool = True,
+    check_labels: bool = True,
+) -> None:
     """Before a resume: what the run relies on is there, not empty, and (where `state` has
     checksums) byte for byte what the last checkpoint recorded; else a `UserError` naming it.
 
@@ -111,13 +117,15 @@ def verify_run_files(run_dir: Path, state: TrainState | None, *, check_config: b
         run_dir: the run directory.
         state: its committed state (`load_state`); None before the first checkpoint.
         check_config: False when config.yaml is about to be replaced (`--force` with a config).
+        check_labels: False for a run without classes (`transferctl pretrain`).
     """
     sums = state.checksums if state is not None else {}
     if check_config:
         _verify(run_dir, rundir.CONFIG, sums, CONFIG_FIX)
     if state is None:
         return
-    _verify(run_dir, rundir.LABELS, sums, LABELS_FIX)
+    if check_labels:
+        _verify(run_dir, rundir.LABELS, sums, LABELS_FIX)
     for name in dict.fromkeys(n for n in (state.weights, state.best_weights) if n is not None):
         _verify(run_dir, f"{rundir.CHECKPOINTS}/{name}", sums, WEIGHTS_FIX)
 
