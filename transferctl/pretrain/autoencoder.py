@@ -1,7 +1,8 @@
 """The autoencoder of `transferctl pretrain`: the configured backbone encodes, a decoder of
 upsampling convolutions reconstructs the input.
 
-    0-255 RGB -> [noise: GaussianNoise, training only] -> preprocess -> backbone = the code
+    0-255 RGB -> [noise: GaussianNoise on pixels / 255, in training only] -> preprocess
+    -> backbone = the code
     -> [sparsity: ActivityRegularization, L1] -> (UpSampling2D + Conv2D) per factor of 2
     -> [Resizing, when the backbone's stride does not divide the input] -> Conv2D(3, sigmoid)
     = the input scaled to [0, 1]

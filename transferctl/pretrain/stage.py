@@ -269,7 +269,8 @@ def _write_reconstructions(
             model, data.plain(split), SHOWN_IMAGES, config.pretrain.noise, config.seed
         )
         mse = float(((inputs - outputs) ** 2).mean()) if len(inputs) else float("nan")
-        title = f"{path.name}: {split} images and their reconstructions (mse {mse:.4f})"
+        shown = "images, with noise as in training," if noisy is not None else "images"
+        title = f"{path.name}: {split} {shown} and their reconstructions (mse {mse:.4f})"
         save_reconstructions(target, inputs, outputs, noisy, title)
     except Exception as error:  # noqa: BLE001 - a picture never fails a finished training
         line = f"could not draw {target} ({type(error).__name__}: {error}); the run is complete"
