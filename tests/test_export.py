@@ -145,7 +145,9 @@ def test_every_format_and_quantization_passes_the_parity_gate(exported: dict[str
     lines = exported["stdout"].splitlines()
     for name in entries:
         (line,) = [line for line in lines if f": {exported['out'] / name}: " in line]
-        assert "max abs diff" in line and "top-1 agreement 100.0%" in line
+        assert "max abs diff" in line and "top-1 agreement " in line
+        if name in FLOAT_EXPORTS:  # quantized ones are held to the gate's 97% above
+            assert "top-1 agreement 100.0%" in line
 
 
 def test_int8_tflite_is_full_integer_and_much_smaller(exported: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "predictions"
 PREPROCESS_NAME = "preprocess"
 FEATURE_NORM_NAME = "feature_norm"
+FEATURE_NORM_EPSILON = 1e-6
 
 
 def build_classifier(
@@ -31,10 +32,10 @@ def build_classifier(
     The softmax runs in float32 so mixed-precision training stays numerically stable. Every
     layer is a built-in Keras layer, so the saved model loads without transferctl.
 
-    The head standardises the pooled features (`feature_norm`, a built-in `Normalization`
-    whose statistics are set from the training features when the backbone is frozen, else
-    the identity) before its Dense layers: unnormalised features are what kept Adam-trained
-    heads far below a linear probe (KERAS-NOTES).
+    The head standardises the pooled features (`feature_norm`, a frozen built-in
+    `BatchNormalization` whose statistics are set from the training features when the backbone
+    is frozen, else about the identity) before its Dense layers: unnormalised features are what
+    kept Adam-trained heads far below a linear probe (KERAS-NOTES).
 
     Args:
         legacy: build the 0.1 layout (the `BackbonePreprocess` layer, no `feature_norm`), to
@@ -56,8 +57,17 @@ def build_classifier(
     else:
         x = layers.Flatten(name="pool")(x)
     if not legacy:
-        norm = layers.Normalization(axis=-1, name=FEATURE_NORM_NAME, dtype="float32")
-        norm.trainable = False
+        # a frozen BatchNormalization is (x - mean) / sqrt(variance + epsilon) with plain
+        # variables: it exports everywhere (Keras's `Normalization` keeps its statistics as
+        # captured constants, which the ONNX converter turns into missing inputs)
+        norm = layers.BatchNormalization(
+            center=False,
+            scale=False,
+            epsilon=FEATURE_NORM_EPSILON,
+            name=FEATURE_NORM_NAME,
+            dtype="float32",
+        )
+        norm.trainable = False  # inference mode always; set from the features, never trained
         x = norm(x)
     for index, units in enumerate(head.hidden):
         x = layers.Dense(units, activation="relu", name=f"hidden_{index}")(x)

@@ -6,7 +6,8 @@ standardised copies reached 69-70%. So, as LP-FT (Kumar et al., ICLR 2022) does,
 fitted first (standardised features, multinomial, L2 strength chosen on the validation split)
 and the head *starts* from its solution:
 
-- the head's `feature_norm` layer (built-in `Normalization`) takes the probe's standardisation;
+- the head's `feature_norm` layer (a frozen built-in `BatchNormalization`) takes the probe's
+  standardisation;
 - a head without hidden layers gets the probe's weights as its classifier;
 - a head with hidden layers (at least 2 x classes units each) computes the probe exactly:
   hidden units 2k and 2k+1 take +z_k and -z_k (the probe's k-th logit), later hidden layers pass
@@ -27,7 +28,7 @@ import numpy as np
 from transferctl.errors import UserError
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-MIN_SCALE = 1e-6
+MIN_SCALE = 1e-3  # sqrt of the feature_norm's epsilon: its variance stays >= 0
 NORM_LAYER = "feature_norm"
 OUTPUT_LAYER = "predictions"
 
@@ -89,7 +90,7 @@ def fit_probe(inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> P
 def standardisation(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and spread; spreads floored at `MIN_SCALE`.
 
-    Keras's `Normalization` divides by max(spread, 1e-7); flooring above that keeps the head's
+    The head's `feature_norm` divides by sqrt(variance + 1e-6); flooring at 1e-3 keeps its
     standardisation exactly the probe's, also for the vanishing features of untrained networks.
     """
     mean = inputs.mean(axis=0, dtype=np.float64)
@@ -99,10 +100,7 @@ def standardisation(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def init_head(model: Any, probe: Probe, where: str = "model.head.init") -> None:
     """Make `model`'s head compute `probe` exactly (see the module docstring)."""
-    norm = model.get_layer(NORM_LAYER)
-    norm.adapt_mean.assign(probe.mean.astype(np.float32))
-    norm.adapt_variance.assign((probe.scale**2).astype(np.float32))
-    norm.finalize_state()
+    _set_norm(model, probe.mean, probe.scale)
     classes = probe.coef.shape[0]
     hidden = _hidden_layers(model)
     output = model.get_layer(OUTPUT_LAYER)
@@ -139,10 +137,14 @@ def init_head(model: Any, probe: Probe, where: str = "model.head.init") -> None:
 def set_standardisation(model: Any, inputs: np.ndarray) -> None:
     """Standardise the head's input with the training features' mean and spread."""
     mean, scale = standardisation(inputs)
+    _set_norm(model, mean, scale)
+
+
+def _set_norm(model: Any, mean: np.ndarray, scale: np.ndarray) -> None:
+    """`feature_norm` (a frozen BatchNormalization) computes (x - mean) / scale."""
     norm = model.get_layer(NORM_LAYER)
-    norm.adapt_mean.assign(mean.astype(np.float32))
-    norm.adapt_variance.assign((scale**2).astype(np.float32))
-    norm.finalize_state()
+    norm.moving_mean.assign(mean.astype(np.float32))
+    norm.moving_variance.assign((scale**2 - norm.epsilon).astype(np.float32))
 
 
 def _hidden_layers(model: Any) -> list[Any]:
