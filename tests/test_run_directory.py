@@ -38,8 +38,10 @@ def test_history_has_a_row_per_epoch_of_each_phase(tiny_run: Path) -> None:
         "val_accuracy",
         "learning_rate",
         "seconds",
+        "trainable_params",
     ]
     assert [(row["epoch"], row["phase"]) for row in rows] == [("1", "head"), ("2", "finetune")]
+    assert int(rows[0]["trainable_params"]) > int(rows[1]["trainable_params"]) > 0
     assert float(rows[0]["learning_rate"]) == pytest.approx(2.0e-3)
     assert float(rows[1]["learning_rate"]) == pytest.approx(5.0e-4)
     assert all(row["val_accuracy"] for row in rows)

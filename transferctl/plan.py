@@ -21,6 +21,8 @@ from transferctl.config.schema import Config, Data, Head
 from transferctl.errors import UserError
 from transferctl.source_classes import source_class_names
 from transferctl.train.feature_cache import CacheDecision, decide
+from transferctl.train.layer_rates import Rates, phase_rates
+from transferctl.train.unfreeze import schedule as unfreeze_schedule
 
 BATCHNORM_INFERENCE = "inference"
 BATCHNORM_TRAINS = "trains"
@@ -37,6 +39,17 @@ class LayerPlan:
     batchnorm: bool
     params: int
     trains: tuple[bool, ...]  # one per phase, in phase order
+
+
+@dataclass(frozen=True)
+class UnfreezeStep:
+    """One step of gradual unfreezing: from `first_epoch` to `last_epoch` (1-based, within the
+    phase) this many backbone layers and parameters train."""
+
+    first_epoch: int
+    last_epoch: int
+    trainable_layers: int
+    trainable_params: int
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class PhasePlan:
     trainable_params: int
     total_params: int
     feature_cache: CacheDecision
+    rates: Rates  # per group: head, backbone (or its per-layer range), before the schedule
+    unfreeze: tuple[UnfreezeStep, ...] = ()  # gradual unfreezing; () without `unfreeze`
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,27 @@ def make_plan(config: Config) -> Plan:
         report = apply_freeze(model, backbone, freeze, bool(config.model.train_batchnorm), field)
         trains.append([bool(layer.trainable and backbone.trainable) for layer in backbone.layers])
         frozen = tuple(sorted(frozen_indices(backbone, freeze, field)))
+        steps: list[UnfreezeStep] = []
+        if phase.unfreeze is not None:
+            for step in unfreeze_schedule(phase.epochs, phase.unfreeze, len(frozen)):
+                grown = apply_freeze(
+                    model,
+                    backbone,
+                    freeze,
+                    bool(config.model.train_batchnorm),
+                    field,
+                    step.released,
+                )
+                steps.append(
+                    UnfreezeStep(
+                        step.first_epoch + 1,
+                        step.end_epoch,
+                        grown.trainable_layers,
+                        grown.trainable_params,
+                    )
+                )
+        released = steps[-1].trainable_layers - report.trainable_layers if steps else 0
+        training = set(range(len(backbone.layers))) - set(frozen[: len(frozen) - released])
         if not has_batchnorm:
             mode = BATCHNORM_ABSENT
         else:
@@ -136,8 +172,13 @@ def make_plan(config: Config) -> Plan:
                 trainable_params=report.trainable_params,
                 total_params=total_params,
                 feature_cache=decide(
-                    config.train.feature_cache, report.backbone_frozen, config.data.augment
+                    config.train.feature_cache,
+                    report.backbone_frozen,
+                    config.data.augment,
+                    unfreezing=phase.unfreeze is not None,
                 ),
+                rates=phase_rates(backbone, phase, training),
+                unfreeze=tuple(steps),
             )
         )
     layers = [

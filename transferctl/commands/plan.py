@@ -61,7 +61,7 @@ def _phase_table(plan: Plan) -> Table:
         ("epochs", [str(phase.epochs) for phase in plan.phases]),
         (
             "learning rate",
-            [f"{phase.learning_rate:g} ({plan.lr_schedule})" for phase in plan.phases],
+            [_rates(phase, plan.lr_schedule) for phase in plan.phases],
         ),
         ("freeze", [f"{phase.freeze} ({phase.freeze_field})" for phase in plan.phases]),
         (
@@ -85,6 +85,8 @@ def _phase_table(plan: Plan) -> Table:
         ),
         ("feature cache", [_cache(phase) for phase in plan.phases]),
     ]
+    if any(phase.unfreeze for phase in plan.phases):
+        rows.insert(5, ("unfreeze", [_unfreeze(phase, count) for phase in plan.phases]))
     for label, values in rows:
         table.add_row(label, *values)
     return table
@@ -155,6 +157,28 @@ def _batchnorm(phase: PhasePlan) -> str:
     if phase.batchnorm == "inference":
         return "inference (frozen)"
     return phase.batchnorm
+
+
+def _rates(phase: PhasePlan, schedule: str) -> str:
+    """`0.001 (cosine)`, or per group: `head 0.001, backbone 1e-05 (x0.01); cosine`."""
+    rates = phase.rates
+    if not rates.per_layer and rates.backbone_top == rates.head:
+        return f"{phase.learning_rate:g} ({schedule})"
+    return f"{rates.describe()}; {schedule}"
+
+
+def _unfreeze(phase: PhasePlan, count: int) -> str:
+    """`epochs 1-2: 0 layers, 5,770 params`, one line per step of gradual unfreezing."""
+    if not phase.unfreeze:
+        return "no"
+    lines = []
+    for step in phase.unfreeze:
+        first, last = step.first_epoch, step.last_epoch
+        epochs = f"epochs {first}-{last}" if last > first else f"epoch {first}"
+        lines.append(
+            f"{epochs}: {step.trainable_layers} of {count} layers, {step.trainable_params:,} params"
+        )
+    return "\n".join(lines)
 
 
 def _cache(phase: PhasePlan) -> str:

@@ -100,6 +100,41 @@ def classes_are_in_the_source(config: Config) -> Iterator[UserError]:
             yield problem
 
 
+def one_kind_of_backbone_rate(config: Config) -> Iterator[UserError]:
+    """A phase scales its backbone's rate either as a whole or per layer, not both."""
+    for index, phase in enumerate(config.train.phases):
+        if phase.layer_decay is not None and phase.backbone_lr_scale != 1.0:
+            yield UserError(
+                f"train.phases.{index}.layer_decay",
+                f"is set together with backbone_lr_scale {phase.backbone_lr_scale:g}; a phase "
+                "scales the backbone's learning rate as a whole or per layer, not both",
+                f"remove train.phases.{index}.backbone_lr_scale or layer_decay",
+            )
+
+
+def unfreeze_has_work(config: Config) -> Iterator[UserError]:
+    """Gradual unfreezing needs frozen layers to start from, and a second step in the phase."""
+    for index, phase in enumerate(config.train.phases):
+        if phase.unfreeze is None:
+            continue
+        freeze = phase.freeze or config.model.freeze
+        if freeze.mode == "none":
+            where = f"train.phases.{index}.freeze" if phase.freeze else "model.freeze"
+            yield UserError(
+                f"train.phases.{index}.unfreeze",
+                f"has nothing to unfreeze: the phase starts with {where}: none",
+                "start the phase from a freeze that keeps layers frozen (e.g. freeze: all), "
+                "or remove unfreeze",
+            )
+        if phase.unfreeze.every >= phase.epochs:
+            yield UserError(
+                f"train.phases.{index}.unfreeze.every",
+                f"is {phase.unfreeze.every}, but the phase has only {phase.epochs} epoch(s), so "
+                "no layer would ever be unfrozen",
+                f"use every < {phase.epochs}, or more epochs",
+            )
+
+
 CHECKS: tuple[Check, ...] = (
     folder_source_has_path,
     splits_leave_training_data,
@@ -108,6 +143,8 @@ CHECKS: tuple[Check, ...] = (
     weight_decay_has_optimizer,
     imagenet_fits_backbone_input,
     classes_are_in_the_source,
+    one_kind_of_backbone_rate,
+    unfreeze_has_work,
 )
 
 

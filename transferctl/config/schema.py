@@ -258,11 +258,24 @@ class Model(Section):
 # ----------------------------------------------------------------------------------------------
 
 
+class Unfreeze(Section):
+    """Gradual unfreezing: every `every` epochs, `layers` more backbone layers train."""
+
+    every: Annotated[int, Field(gt=0)]
+    layers: Annotated[int, Field(gt=0)]
+
+
+LayerDecay = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
+
+
 class Phase(Section):
     name: str | None = None  # a label; default phase1, phase2, ... (filled in by Train)
     epochs: Annotated[int, Field(gt=0)]
     learning_rate: PositiveFinite
     freeze: FreezeSpec | None = None
+    unfreeze: Unfreeze | None = None  # from the phase's freeze, N more layers every K epochs
+    backbone_lr_scale: PositiveFinite = 1.0  # the backbone learns at learning_rate * this
+    layer_decay: LayerDecay | None = None  # or at learning_rate * layer_decay ** depth
 
     @field_validator("freeze", mode="before")
     @classmethod

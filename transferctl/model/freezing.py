@@ -99,12 +99,31 @@ def check_freezes(backbone: Any, model_freeze: Freeze, phase_freezes: list[Freez
             frozen_indices(backbone, freeze, f"train.phases.{index}.freeze")
 
 
+def release_top(frozen: frozenset[int], count: int) -> frozenset[int]:
+    """`frozen` less its `count` topmost layers: one step of gradual unfreezing.
+
+    Works for any frozen set: for a prefix (`{first: N}`, `{until: ...}`, ...) it is the prefix
+    `count` layers shorter; for `{regex: ...}` the `count` matching layers nearest the top train.
+    """
+    return frozenset(sorted(frozen)[: max(len(frozen) - count, 0)])
+
+
 def apply_freeze(
-    model: Any, backbone: Any, freeze: Freeze, train_batchnorm: bool, where: str
+    model: Any,
+    backbone: Any,
+    freeze: Freeze,
+    train_batchnorm: bool,
+    where: str,
+    release: int = 0,
 ) -> FreezeReport:
-    """Set `trainable` on every backbone layer; the head always trains, preprocessing never."""
+    """Set `trainable` on every backbone layer; the head always trains, preprocessing never.
+
+    Args:
+        release: how many of the frozen layers nearest the top train anyway (gradual
+            unfreezing, `release_top`). Defaults to `0`.
+    """
     batch_norm = runtime.keras().layers.BatchNormalization
-    frozen = frozen_indices(backbone, freeze, where)
+    frozen = release_top(frozen_indices(backbone, freeze, where), release)
     backbone.trainable = True
     trainable_bn = 0
     for index, layer in enumerate(backbone.layers):

@@ -44,6 +44,7 @@ HISTORY_COLUMNS = (
     "val_accuracy",
     "learning_rate",
     "seconds",
+    "trainable_params",  # what trained in the epoch (grows with gradual unfreezing)
 )
 
 
@@ -160,6 +161,7 @@ class HistoryWriter(Callback):
             "val_accuracy": logs.get("val_accuracy"),
             "learning_rate": current_learning_rate(self.model),
             "seconds": round(time.perf_counter() - self.started, 3),
+            "trainable_params": trainable_params(self.model),
         }
         self.rows.append(row)
         write_history(self.path, self.rows)
@@ -172,6 +174,11 @@ def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         writer.writerow({key: "" if row.get(key) is None else row[key] for key in HISTORY_COLUMNS})
     rundir.write_text(path, buffer.getvalue())
+
+
+def trainable_params(model: Any) -> int:
+    """How many parameters `fit` trains now (those of the trainable variables)."""
+    return int(sum(math.prod(variable.shape) for variable in model.trainable_weights))
 
 
 def current_learning_rate(model: Any) -> float:
@@ -279,6 +286,8 @@ class ProgressDisplay(Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.started = time.perf_counter()
         if self.progress is not None:
+            # a resumed phase, or a later step of gradual unfreezing, starts part-way through
+            self.progress.update(self.epoch_task, completed=epoch - self.first_epoch)
             self.progress.reset(self.batch_task, total=self.steps, metrics="")
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:

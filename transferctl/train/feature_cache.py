@@ -40,16 +40,21 @@ def augmentation_on(augment: Augment) -> bool:
     )
 
 
-def decide(setting: str, backbone_frozen: bool, augment: Augment) -> CacheDecision:
+def decide(
+    setting: str, backbone_frozen: bool, augment: Augment, unfreezing: bool = False
+) -> CacheDecision:
     """The cache decision for one phase.
 
     Args:
         setting: `train.feature_cache` (`auto` or `off`).
-        backbone_frozen: every backbone layer is frozen in this phase.
+        backbone_frozen: every backbone layer is frozen in this phase (at its start).
         augment: `data.augment`; any augmentation changes the features every epoch.
+        unfreezing: the phase unfreezes layers as it goes (`unfreeze`). Defaults to `False`.
     """
     if setting == "off":
         return CacheDecision(False, "train.feature_cache is off")
+    if unfreezing:
+        return CacheDecision(False, "gradual unfreezing")
     if not backbone_frozen:
         return CacheDecision(False, "part of the backbone trains")
     if augmentation_on(augment):

@@ -72,7 +72,10 @@ def prepare(
     phase's checkpoints hold the head only) and keeps the head its checkpoint holds.
     """
     decision = feature_cache.decide(
-        train_config.feature_cache, backbone_frozen, data.augment_config
+        train_config.feature_cache,
+        backbone_frozen,
+        data.augment_config,
+        unfreezing=train_config.phases[index].unfreeze is not None,
     )
     init = resolve_head_init(model_config.head.init, backbone_frozen) if index == 0 else "random"
     base = folder / f"backbone-phase-{index}.weights.h5"

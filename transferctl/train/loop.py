@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,13 @@ from typing import Any
 from rich.console import Console
 
 from transferctl import rundir, runtime
-from transferctl.config.schema import Model, Train
+from transferctl.config.schema import Model, Phase, Train
 from transferctl.data import DataBundle
 from transferctl.errors import TrainingFailed
 from transferctl.model.batchnorm import recompute_statistics
 from transferctl.model.freezing import apply_freeze
 from transferctl.train import callbacks as cb
-from transferctl.train import checkpoint, head_start
+from transferctl.train import checkpoint, head_start, layer_rates, unfreeze
 from transferctl.train.checkpoint import TrainState
 from transferctl.train.optimizers import make_optimizer
 
@@ -37,16 +38,42 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def compile_model(model: Any, train: Train, learning_rate: float, steps: int, classes: int) -> None:
+def compile_model(
+    model: Any,
+    train: Train,
+    learning_rate: float,
+    steps: int,
+    classes: int,
+    rate_factors: dict[str, float] | None = None,
+    step_offset: int = 0,
+) -> None:
+    """Compile for a phase (`make_optimizer` documents `rate_factors` and `step_offset`)."""
     keras = runtime.keras()
     model.compile(
-        optimizer=make_optimizer(train, learning_rate, steps),
+        optimizer=make_optimizer(train, learning_rate, steps, rate_factors, step_offset),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
         metrics=[
             keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top_5_accuracy"),
         ],
     )
+
+
+def compile_step(
+    model: Any,
+    train: Train,
+    phase: Phase,
+    steps_per_epoch: int,
+    classes: int,
+    rate_factors: dict[str, float],
+    step: unfreeze.Step,
+) -> None:
+    """Compile for one step of a phase and build the optimizer: the schedule spans the whole
+    phase, so a later step of gradual unfreezing starts it where the step before left it."""
+    steps = steps_per_epoch * phase.epochs
+    offset = step.first_epoch * steps_per_epoch
+    compile_model(model, train, phase.learning_rate, steps, classes, rate_factors, offset)
+    model.optimizer.build(model.trainable_variables)
 
 
 def train(
@@ -77,7 +104,19 @@ def train(
         resuming_here = state.weights is not None and index == state.phase_index
         where = f"train.phases.{index}.freeze" if phase.freeze else "model.freeze"
         freeze = phase.freeze or model_config.freeze
-        report = apply_freeze(model, backbone, freeze, bool(model_config.train_batchnorm), where)
+        train_batchnorm = bool(model_config.train_batchnorm)
+        report = apply_freeze(model, backbone, freeze, train_batchnorm, where)
+        # gradual unfreezing: one fit per step; a resume re-enters the step whose optimizer
+        # wrote the checkpoint (a later step starts from it as it would have without a kill)
+        schedule = unfreeze.schedule(phase.epochs, phase.unfreeze, report.frozen_layers)
+        step = schedule[0]
+        if resuming_here:
+            epoch_in_phase = state.epochs_done - state.phase_start_epoch
+            step = unfreeze.checkpoint_step(schedule, epoch_in_phase, state.steps_done)
+            if step.released:
+                report = apply_freeze(
+                    model, backbone, freeze, train_batchnorm, where, step.released
+                )
         inputs = head_start.prepare(
             model,
             backbone,
@@ -92,13 +131,17 @@ def train(
         )
         fit_model = inputs.fit_model  # the model itself, or its head on cached features
         validation = inputs.validation(data)
-        steps = data.steps("train") * phase.epochs
-        compile_model(fit_model, train_config, phase.learning_rate, steps, data.num_classes)
-        fit_model.optimizer.build(fit_model.trainable_variables)
+        steps_per_epoch = data.steps("train")
+        steps = steps_per_epoch * phase.epochs
+        factors = layer_rates.rate_factors(backbone, phase)
+
+        compile_step(
+            fit_model, train_config, phase, steps_per_epoch, data.num_classes, factors, step
+        )
         best_weights = None
         if resuming_here:
             if state.best_weights is not None:
-                fit_model.load_weights(str(folder / state.best_weights))
+                load_model_weights(fit_model, folder / state.best_weights)
                 best_weights = fit_model.get_weights()
             assert state.weights is not None
             fit_model.load_weights(str(folder / state.weights))  # model + optimizer state
@@ -133,11 +176,12 @@ def train(
                 wait=state.early_stopping_wait,
                 best=state.early_stopping_best,
             )
+        validating = cb.EpochValidation(
+            validation, batchnorm_images if batchnorm_trains and has_val else None
+        )
         callbacks: list[Any] = [
             guard,
-            cb.EpochValidation(
-                validation, batchnorm_images if batchnorm_trains and has_val else None
-            ),
+            validating,
             best,
             *([early] if early is not None else []),
             cb.HistoryWriter(
@@ -175,6 +219,8 @@ def train(
                 + (f"; resuming at epoch {state.epochs_done + 1}" if resuming_here else ""),
                 highlight=False,
             )
+            if len(schedule) > 1 or factors:
+                console.print(_method_line(backbone, phase, schedule, state), highlight=False)
             callbacks.append(
                 cb.ProgressDisplay(
                     console,
@@ -185,27 +231,54 @@ def train(
                     data.steps("train"),
                 )
             )
-        if state.steps_done and not state.phase_stopped and state.epochs_done < end_epoch:
-            # killed mid-epoch after a step checkpoint: train the rest of that epoch first
-            fit_model.fit(
-                inputs.training(data, state.epochs_done).skip(state.steps_done),
-                epochs=state.epochs_done + 1,
-                initial_epoch=state.epochs_done,
-                callbacks=callbacks,
-                class_weight=class_weight,
-                verbose=0,
-            )
-            if early is not None:
-                early.initial_wait, early.initial_best = early.wait, early.best
-        if guard.failure is None and not state.phase_stopped and state.epochs_done < end_epoch:
-            fit_model.fit(
-                inputs.training(data, state.epochs_done),
-                epochs=end_epoch,
-                initial_epoch=state.epochs_done,
-                callbacks=callbacks,
-                class_weight=class_weight,
-                verbose=0,
-            )
+        for next_step in schedule:
+            step_end = state.phase_start_epoch + next_step.end_epoch
+            if guard.failure is not None or state.phase_stopped or state.epochs_done >= end_epoch:
+                break
+            if state.epochs_done >= step_end:
+                continue  # trained before a resume
+            if next_step != step:  # gradual unfreezing: more layers train; Keras must recompile
+                newly, step = next_step.released - step.released, next_step
+                report = apply_freeze(
+                    model, backbone, freeze, train_batchnorm, where, step.released
+                )
+                compile_step(
+                    fit_model, train_config, phase, steps_per_epoch, data.num_classes, factors, step
+                )
+                batchnorm_trains = report.trainable_batchnorm_layers > 0
+                validating.batchnorm_images = (
+                    batchnorm_images if batchnorm_trains and has_val else None
+                )
+                if console is not None:
+                    console.print(
+                        f"unfreezing: from epoch {state.epochs_done + 1}, {newly} more "
+                        f"backbone layers train ({report.trainable_layers} in all); trainable "
+                        f"parameters {report.trainable_params:,}; a fresh optimizer state",
+                        highlight=False,
+                    )
+            if state.steps_done:
+                # killed mid-epoch after a step checkpoint: train the rest of that epoch first
+                fit_model.fit(
+                    inputs.training(data, state.epochs_done).skip(state.steps_done),
+                    epochs=state.epochs_done + 1,
+                    initial_epoch=state.epochs_done,
+                    callbacks=callbacks,
+                    class_weight=class_weight,
+                    verbose=0,
+                )
+                if early is not None:
+                    early.initial_wait, early.initial_best = early.wait, early.best
+            if guard.failure is None and not state.phase_stopped and state.epochs_done < step_end:
+                fit_model.fit(
+                    inputs.training(data, state.epochs_done),
+                    epochs=step_end,
+                    initial_epoch=state.epochs_done,
+                    callbacks=callbacks,
+                    class_weight=class_weight,
+                    verbose=0,
+                )
+                if early is not None:
+                    early.initial_wait, early.initial_best = early.wait, early.best
         if guard.failure is not None:
             epoch, batch, loss = guard.failure
             raise TrainingFailed(
@@ -216,7 +289,9 @@ def train(
             )
         best_epoch = best.restore() if train_config.restore_best else None
         head_start.release(inputs, folder)
-        if fit_model is not model:  # the head trained alone: the whole model scores the splits
+        if fit_model is not model or factors or len(schedule) > 1:
+            # the head trained alone (the whole model scores the splits), or the optimizer was
+            # transferctl's (model.keras must hold plain Keras): compile the model plainly
             compile_model(model, train_config, phase.learning_rate, steps, data.num_classes)
         recomputed = 0
         if batchnorm_trains and (not has_val or best_epoch is None):
@@ -231,6 +306,7 @@ def train(
                 "frozen_backbone_layers": report.frozen_layers,
                 "trainable_params": report.trainable_params,
                 "batchnorm_layers_recomputed": recomputed,
+                **_method_summary(backbone, phase, schedule),
                 **inputs.summary,
             }
         )
@@ -245,6 +321,44 @@ def train(
     return result
 
 
+def load_model_weights(model: Any, path: Path) -> None:
+    """Load weights saved with an optimizer state that may not fit the model's optimizer now
+    (the best epoch of an earlier step of gradual unfreezing): the model's weights load, the
+    optimizer's are skipped, which is what is wanted here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(str(path))
+
+
+def _method_line(backbone: Any, phase: Phase, schedule: list[unfreeze.Step], state: Any) -> str:
+    parts = []
+    if len(schedule) > 1:
+        start = state.phase_start_epoch
+        parts.append(
+            "gradual unfreezing, frozen layers released (from the top) by epoch: "
+            + ", ".join(f"{start + s.first_epoch + 1}: {s.released}" for s in schedule)
+        )
+    if layer_rates.scales_rates(phase):
+        training = set(range(len(backbone.layers)))
+        parts.append(
+            "learning rates " + layer_rates.phase_rates(backbone, phase, training).describe()
+        )
+    return "; ".join(parts)
+
+
+def _method_summary(backbone: Any, phase: Phase, schedule: list[unfreeze.Step]) -> dict[str, Any]:
+    """What metrics.json records of the phase's unfreezing and rates (nothing when unused)."""
+    summary: dict[str, Any] = {}
+    if len(schedule) > 1:
+        summary["unfreeze"] = [
+            {"from_epoch": s.first_epoch + 1, "layers_released": s.released} for s in schedule
+        ]
+    if layer_rates.scales_rates(phase):
+        rates = layer_rates.phase_rates(backbone, phase, set(range(len(backbone.layers))))
+        summary["learning_rates"] = rates.describe()
+    return summary
+
+
 def read_history(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
     """The rows of an existing history.csv up to `upto_epoch` (a resumed run drops the rest)."""
     if upto_epoch <= 0 or not path.is_file():
@@ -256,6 +370,8 @@ def read_history(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
             value = row.get(key)
             row[key] = float(value) if value not in (None, "") else None
         row["epoch"] = int(row["epoch"])
+        count = row.get("trainable_params")
+        row["trainable_params"] = int(count) if count not in (None, "") else None
         if isinstance(row["loss"], float) and not math.isfinite(row["loss"]):
             row["loss"] = None
     return rows
