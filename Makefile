@@ -18,8 +18,14 @@ install: $(BIN)/python
 dev: $(BIN)/python
 	$(PIP) install --quiet -e ".[dev]"
 
+# The transfer demo (offline, real digits, a few minutes on 2 cores): a source run on digits 0-4,
+# then digits 5-9 from 3 labels per class starting from it, and the same target from scratch.
 demo: install
-	$(BIN)/transferctl finetune configs/demo.yaml
+	$(BIN)/transferctl finetune configs/demo/source.yaml
+	@target=$$($(BIN)/transferctl finetune configs/demo/target.yaml) && \
+	scratch=$$($(BIN)/transferctl finetune configs/demo/scratch.yaml) && \
+	echo && echo "digits 5-9 from 3 labels per class: with transfer (target) vs from scratch" && \
+	$(BIN)/transferctl compare $$target $$scratch
 
 lint: dev
 	$(BIN)/ruff check transferctl tests bench
