@@ -149,3 +149,4 @@ def test_trainable_count_per_epoch_follows_the_schedule_across_resumes(
         {"from_epoch": 3, "layers_released": LAYERS},
     ]
     assert phase["feature_cache"]["reason"] == "gradual unfreezing"
+    assert phase["learning_rates"].startswith("head 0.001, backbone 0.0008 (depth 1) to ")

@@ -24,7 +24,7 @@ from transferctl.config.schema import Model, Phase, Train
 from transferctl.data import DataBundle
 from transferctl.errors import TrainingFailed
 from transferctl.model.batchnorm import recompute_statistics
-from transferctl.model.freezing import apply_freeze
+from transferctl.model.freezing import apply_freeze, frozen_indices, release_top
 from transferctl.train import callbacks as cb
 from transferctl.train import checkpoint, head_start, layer_rates, unfreeze
 from transferctl.train.checkpoint import TrainState
@@ -110,6 +110,8 @@ def train(
         # wrote the checkpoint (a later step starts from it as it would have without a kill)
         schedule = unfreeze.schedule(phase.epochs, phase.unfreeze, report.frozen_layers)
         step = schedule[0]
+        frozen_at_end = release_top(frozen_indices(backbone, freeze, where), schedule[-1].released)
+        training = set(range(len(backbone.layers))) - frozen_at_end  # by the phase's end
         if resuming_here:
             epoch_in_phase = state.epochs_done - state.phase_start_epoch
             step = unfreeze.checkpoint_step(schedule, epoch_in_phase, state.steps_done)
@@ -220,7 +222,9 @@ def train(
                 highlight=False,
             )
             if len(schedule) > 1 or factors:
-                console.print(_method_line(backbone, phase, schedule, state), highlight=False)
+                console.print(
+                    _method_line(backbone, phase, schedule, training, state), highlight=False
+                )
             callbacks.append(
                 cb.ProgressDisplay(
                     console,
@@ -306,7 +310,7 @@ def train(
                 "frozen_backbone_layers": report.frozen_layers,
                 "trainable_params": report.trainable_params,
                 "batchnorm_layers_recomputed": recomputed,
-                **_method_summary(backbone, phase, schedule),
+                **_method_summary(backbone, phase, schedule, training),
                 **inputs.summary,
             }
         )
@@ -330,7 +334,10 @@ def load_model_weights(model: Any, path: Path) -> None:
         model.load_weights(str(path))
 
 
-def _method_line(backbone: Any, phase: Phase, schedule: list[unfreeze.Step], state: Any) -> str:
+def _method_line(
+    backbone: Any, phase: Phase, schedule: list[unfreeze.Step], training: set[int], state: Any
+) -> str:
+    """The console's line on the phase's gradual unfreezing and learning rates."""
     parts = []
     if len(schedule) > 1:
         start = state.phase_start_epoch
@@ -339,22 +346,24 @@ def _method_line(backbone: Any, phase: Phase, schedule: list[unfreeze.Step], sta
             + ", ".join(f"{start + s.first_epoch + 1}: {s.released}" for s in schedule)
         )
     if layer_rates.scales_rates(phase):
-        training = set(range(len(backbone.layers)))
         parts.append(
             "learning rates " + layer_rates.phase_rates(backbone, phase, training).describe()
         )
     return "; ".join(parts)
 
 
-def _method_summary(backbone: Any, phase: Phase, schedule: list[unfreeze.Step]) -> dict[str, Any]:
-    """What metrics.json records of the phase's unfreezing and rates (nothing when unused)."""
+def _method_summary(
+    backbone: Any, phase: Phase, schedule: list[unfreeze.Step], training: set[int]
+) -> dict[str, Any]:
+    """What metrics.json records of the phase's unfreezing and rates (nothing when unused);
+    the rates over the backbone layers `training` by the phase's end."""
     summary: dict[str, Any] = {}
     if len(schedule) > 1:
         summary["unfreeze"] = [
             {"from_epoch": s.first_epoch + 1, "layers_released": s.released} for s in schedule
         ]
     if layer_rates.scales_rates(phase):
-        rates = layer_rates.phase_rates(backbone, phase, set(range(len(backbone.layers))))
+        rates = layer_rates.phase_rates(backbone, phase, training)
         summary["learning_rates"] = rates.describe()
     return summary
 
