@@ -144,6 +144,7 @@ def _train(
     from transferctl.model.classifier import build_classifier
     from transferctl.model.freezing import check_freezes
     from transferctl.model.preprocess import is_legacy_checkpoint, without_legacy_layer
+    from transferctl.train import distill
     from transferctl.train.loop import train
 
     # Pretrained weights only when there is no checkpoint yet (TF Model Garden's rule).
@@ -162,10 +163,16 @@ def _train(
         legacy=legacy,
     )
     check_freezes(backbone, config.model.freeze, [phase.freeze for phase in config.train.phases])
+    teacher = None
+    if config.distill is not None:  # before the run directory: a wrong teacher leaves none
+        teacher = distill.load_teacher(config.distill, data.class_names)
     if state is None:
         target = config.output.runs_dir if run_dir is None else run_dir
         _check_disk_space(target, model.count_params(), "--run-dir" if run_dir else None)
-        path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
+        if run_dir is not None and (run_dir / rundir.CONFIG).is_file():
+            path = run_dir.resolve()  # resumed before its first checkpoint: start it again
+        else:
+            path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
         _write_run_files(path, config, data, on, console)
     else:
         assert run_dir is not None
@@ -179,6 +186,12 @@ def _train(
             f"images; {on.describe()}, {runtime.keras().mixed_precision.global_policy().name}",
             highlight=False,
         )
+        if teacher is not None:
+            console.print(
+                f"distilling from the teacher {teacher.run_dir} (temperature "
+                f"{teacher.temperature:g}, alpha {teacher.alpha:g})",
+                highlight=False,
+            )
     class_weight = None
     if config.train.class_weight == "balanced":
         class_weight = data.class_weights()
@@ -193,6 +206,7 @@ def _train(
             console,
             resume=state,
             class_weight=class_weight,
+            teacher=teacher,
         )
     except KeyboardInterrupt:
         raise Interrupted(path) from None
@@ -204,6 +218,8 @@ def _train(
     probes = [phase["linear_probe"] for phase in result.phases if "linear_probe" in phase]
     if probes:
         metrics["linear_probe"] = probes[0]  # the first frozen backbone's features
+    if teacher is not None and (taught := distill.teacher_metrics(teacher, data)):
+        metrics["teacher"] = taught  # the teacher on the same splits
     metrics["training"] = {
         "epochs": len(result.history),
         "seconds_this_session": round(result.seconds, 2),

@@ -1,4 +1,4 @@
-"""Finding earlier runs by name: `model.weights: {run: NAME}` (source -> target).
+"""Finding earlier runs by name: `model.weights` or `distill.teacher: {run: NAME}`.
 
 Reads only files (config.yaml, checkpoints/state.json, model.keras); never TensorFlow.
 """
@@ -37,7 +37,7 @@ def run_name(run_dir: Path) -> str | None:
     return str(saved["name"]) if isinstance(saved, dict) and saved.get("name") else None
 
 
-def newest_finished_run(runs_dir: Path, name: str) -> Path:
+def newest_finished_run(runs_dir: Path, name: str, where: str = WHERE) -> Path:
     """The newest finished run called `name` in `runs_dir` (by folder time stamp, then mtime).
 
     Example:
@@ -55,7 +55,7 @@ def newest_finished_run(runs_dir: Path, name: str) -> Path:
     if not finished:
         unfinished = f" ({len(candidates)} unfinished)" if candidates else ""
         raise UserError(
-            WHERE,
+            where,
             f"no finished run named {name!r} in {runs_dir.resolve()}{unfinished}",
             f"train it first (transferctl finetune with name: {name}), or check output.runs_dir",
         )

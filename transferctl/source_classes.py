@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from pathlib import Path
 
 from transferctl.config.schema import Data
 from transferctl.errors import UserError, quote
@@ -60,3 +61,43 @@ def unknown_classes(wanted: list[str], available: list[str]) -> UserError | None
     return UserError(
         "data.classes", f"unknown class(es) {', '.join(named)}", f"the source has {listing}"
     )
+
+
+def teacher_class_problem(run_dir: Path, class_names: list[str]) -> UserError | None:
+    """The `distill.teacher` error when the run's labels.txt holds other classes, or None.
+
+    The order may differ (the teacher's outputs are reordered); the set of classes may not.
+
+    Example:
+        error = teacher_class_problem(Path("runs/teacher-20260101-120000"), ["0", "1"])
+    """
+    try:
+        text = (run_dir / "labels.txt").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return UserError(
+            "distill.teacher",
+            f"cannot read {run_dir / 'labels.txt'} ({error})",
+            "pass a run directory made by `finetune`",
+        )
+    taught = [line.strip() for line in text.splitlines() if line.strip()]
+    if set(taught) == set(class_names) and len(taught) == len(class_names):
+        return None
+    differences = []
+    missing = [name for name in class_names if name not in taught]
+    extra = [name for name in taught if name not in class_names]
+    if missing:
+        differences.append(f"it never learned {_names(missing)}")
+    if extra:
+        differences.append(f"it learned {_names(extra)}, which the data does not have")
+    if not differences:
+        differences.append(f"its {len(taught)} labels repeat a class")
+    return UserError(
+        "distill.teacher",
+        f"the run {run_dir} learned other classes than this data has: {'; '.join(differences)}",
+        "pick a teacher trained on the same classes (its labels.txt), or set data.classes to them",
+    )
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(quote(name) for name in names[:SHOWN_CLASSES])
+    return shown + (f" and {len(names) - SHOWN_CLASSES} more" if len(names) > SHOWN_CLASSES else "")

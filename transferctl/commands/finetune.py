@@ -51,6 +51,8 @@ def run(
             if scores:
                 probe = result.metrics.get("linear_probe", {}).get(split)
                 beside = f"; linear probe {probe['accuracy']:.4f}" if probe else ""
+                teacher = result.metrics.get("teacher", {}).get(split)
+                beside += f"; teacher {teacher['accuracy']:.4f}" if teacher else ""
                 console.print(
                     f"{split}: accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
                     f"({scores['num_examples']} images){beside}",

@@ -230,10 +230,24 @@ def listed_classes_round_trip(config: Config) -> Iterator[UserError]:
             )
 
 
+def teacher_has_the_classes(config: Config) -> Iterator[UserError]:
+    """`distill.teacher` learned the classes this config trains (checked again on loading)."""
+    if config.distill is None:
+        return
+    from transferctl.source_classes import source_class_names, teacher_class_problem
+
+    wanted = config.data.classes or source_class_names(config.data)
+    if wanted is not None:
+        problem = teacher_class_problem(Path(config.distill.teacher), wanted)
+        if problem is not None:
+            yield problem
+
+
 RESOLVED_CHECKS: tuple[Check, ...] = (
     class_folder_names_round_trip,
     listed_classes_round_trip,
     run_name_fits_the_file_system,
+    teacher_has_the_classes,
 )
 
 

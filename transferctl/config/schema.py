@@ -354,6 +354,50 @@ class Output(Section):
 
 
 # ----------------------------------------------------------------------------------------------
+# distill
+# ----------------------------------------------------------------------------------------------
+
+
+class Distill(Section):
+    """Knowledge distillation: a finished run (the teacher) teaches the configured model.
+
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+           + (1 - alpha) * cross-entropy(labels)
+    """
+
+    teacher: str  # a run directory, or {run: NAME} (resolved with output.runs_dir)
+    temperature: PositiveFinite = 4.0
+    alpha: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.9
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _run_by_name(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            if set(value) != {"run"} or not isinstance(value["run"], str) or not value["run"]:
+                raise ValueError(f"expected a run directory or {{run: NAME}}; got {value!r}")
+            return RUN_PREFIX + value["run"]
+        return value
+
+    @field_validator("teacher", mode="after")
+    @classmethod
+    def _finished_run(cls, value: str, info: ValidationInfo) -> str:
+        if value.startswith(RUN_PREFIX):
+            return value
+        path = _resolve(Path(value), info)
+        if not path.is_dir():
+            raise ValueError(
+                f"expected a transferctl run directory; {path} "
+                + ("is a file" if path.exists() else "does not exist")
+            )
+        missing = [name for name in ("model.keras", "labels.txt") if not (path / name).is_file()]
+        if missing:
+            raise ValueError(
+                f"{path} is not a finished transferctl run (it has no {' or '.join(missing)})"
+            )
+        return str(path)
+
+
+# ----------------------------------------------------------------------------------------------
 # pretrain: `transferctl pretrain` (the backbone as the encoder of an autoencoder)
 # ----------------------------------------------------------------------------------------------
 
@@ -381,6 +425,7 @@ class Config(Section):
     train: Train = Train()
     output: Output = Output()
     pretrain: Pretrain | None = None  # `transferctl pretrain` uses the defaults when null
+    distill: Distill | None = None
 
     @field_validator("name", mode="after")
     @classmethod
@@ -402,12 +447,24 @@ class Config(Section):
 
             found = newest_finished_run(self.output.runs_dir, model.weights[len(RUN_PREFIX) :])
             model = model.model_copy(update={"weights": str(found)})
+        distill = self.distill
+        if distill is not None and distill.teacher.startswith(RUN_PREFIX):
+            from transferctl.runs import newest_finished_run
+
+            name = distill.teacher[len(RUN_PREFIX) :]
+            found = newest_finished_run(self.output.runs_dir, name, where="distill.teacher")
+            distill = distill.model_copy(update={"teacher": str(found)})
         if model.train_batchnorm is None:
             # From scratch, BatchNorm must learn its statistics; on pretrained weights the
             # Keras recipe keeps it frozen and in inference mode.
             model = model.model_copy(update={"train_batchnorm": model.weights == "none"})
         return self.model_copy(
-            update={"name": self.name or default_name, "data": data, "model": model}
+            update={
+                "name": self.name or default_name,
+                "data": data,
+                "model": model,
+                "distill": distill,
+            }
         )
 
     @property

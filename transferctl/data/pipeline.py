@@ -25,6 +25,7 @@ def make_dataset(
     augmenter: Any = None,
     drop_remainder: bool = False,
     skip_unreadable: bool = False,
+    extra: Any = None,
 ) -> Any:
     """Batches of (float32 images 0-255 at `image_size`, one-hot labels), prefetched.
 
@@ -32,37 +33,41 @@ def make_dataset(
         skip_unreadable: drop a file that fails to decode instead of stopping: a safety net for
             folders already audited (a file changed since, or a decoder disagreement), so that
             nothing crashes mid-epoch. Defaults to `False`.
+        extra: an array with one row per example (a distillation teacher's outputs) that
+            travels with its image, shuffled and skipped with it; batches are then
+            `((images, extra), labels)`. Defaults to `None`.
     """
     tf = runtime.tf()
     autotune = tf.data.AUTOTUNE
 
+    carried = () if extra is None else (extra,)
     if examples.images is not None:
-        dataset = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels))
+        dataset = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels, *carried))
         if shuffle_seed is not None:
             dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
-        def resize_batch(images: Any, labels: Any) -> Any:
+        def resize_batch(images: Any, *rest: Any) -> Any:
             # the same resize as files, `predict` and the exports: one definition of the pixels
-            return resize(images, image_size), labels
+            return resize(images, image_size), *rest
 
         dataset = dataset.map(resize_batch, num_parallel_calls=autotune)
     else:
         assert examples.paths is not None
         orientation = examples.orientation
-        if orientation is not None and (orientation != 1).any():
-            columns: tuple[Any, ...] = (examples.paths, orientation, examples.labels)
-        else:
-            columns = (examples.paths, examples.labels)
+        oriented = orientation is not None and bool((orientation != 1).any())
+        columns: tuple[Any, ...] = (examples.paths, examples.labels, *carried)
+        if oriented:
+            columns = (examples.paths, orientation, examples.labels, *carried)
         dataset = tf.data.Dataset.from_tensor_slices(columns)
         if shuffle_seed is not None:
             dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
 
         def load(path: Any, *rest: Any) -> Any:
             image = decode(tf.io.read_file(path))
-            if len(rest) == 2:  # a file's EXIF orientation, then its label
-                image = orient(image, rest[0])
-            return resize(image, image_size), rest[-1]
+            if oriented:  # a file's EXIF orientation, then its label (and extra)
+                image, rest = orient(image, rest[0]), rest[1:]
+            return resize(image, image_size), *rest
 
         dataset = dataset.map(load, num_parallel_calls=autotune)
         if skip_unreadable:
@@ -71,14 +76,15 @@ def make_dataset(
 
     if augmenter is not None:
         dataset = dataset.map(
-            lambda images, labels: (augmenter(images, training=True), labels),
+            lambda images, *rest: (augmenter(images, training=True), *rest),
             num_parallel_calls=autotune,
         )
-    dataset = dataset.map(
-        lambda images, labels: (images, tf.one_hot(labels, num_classes)),
-        num_parallel_calls=autotune,
-    )
-    return dataset.prefetch(autotune)
+
+    def finish(images: Any, labels: Any, *rows: Any) -> Any:
+        onehot = tf.one_hot(labels, num_classes)
+        return ((images, rows[0]), onehot) if rows else (images, onehot)
+
+    return dataset.map(finish, num_parallel_calls=autotune).prefetch(autotune)
 
 
 def decode_and_resize(encoded: Any, image_size: tuple[int, int]) -> Any:

@@ -137,13 +137,20 @@ def head_model(model: Any) -> Any:
     return keras.Model(features, x, name="transferctl_head")
 
 
-def training_dataset(features: Features, batch_size: int, seed: int) -> Any:
-    """Cached training features, reshuffled every epoch (by seed)."""
+def training_dataset(
+    features: Features, batch_size: int, seed: int, extra: np.ndarray | None = None
+) -> Any:
+    """Cached training features, reshuffled every epoch (by seed).
+
+    Args:
+        extra: one row per training image (a distillation teacher's outputs), shuffled with
+            its features; batches are then `((features, extra), labels)`. Defaults to `None`.
+    """
     tf = runtime.tf()
     order = tf.data.Dataset.range(features.count("train")).shuffle(
         features.count("train"), seed=seed, reshuffle_each_iteration=True
     )
-    return _gather(features, "train", order.batch(batch_size))
+    return _gather(features, "train", order.batch(batch_size), extra)
 
 
 def plain_dataset(features: Features, split: str, batch_size: int) -> Any:
@@ -152,28 +159,34 @@ def plain_dataset(features: Features, split: str, batch_size: int) -> Any:
     return _gather(features, split, tf.data.Dataset.range(features.count(split)).batch(batch_size))
 
 
-def _gather(features: Features, split: str, index_batches: Any) -> Any:
+def _gather(
+    features: Features, split: str, index_batches: Any, extra: np.ndarray | None = None
+) -> Any:
     """Batches of (features, labels) by index: from tensors in memory, or from the spill files."""
     tf = runtime.tf()
     inputs, labels = features.inputs[split], features.labels[split]
-    if not isinstance(inputs, np.memmap):
-        inputs_tensor, labels_tensor = tf.constant(inputs), tf.constant(labels)
-        batches = index_batches.map(
-            lambda index: (tf.gather(inputs_tensor, index), tf.gather(labels_tensor, index))
-        )
+    labels_tensor = tf.constant(labels)
+    extra_tensor = None if extra is None else tf.constant(extra)
+    if isinstance(inputs, np.memmap):
+        # memory maps read fastest in order; a batch is a set, so its indices are sorted
+        index_batches = index_batches.map(tf.sort)
+
+        def read(index: np.ndarray) -> np.ndarray:
+            return np.asarray(inputs[index])
+
+        def load(index: Any) -> Any:
+            found = tf.numpy_function(read, [index], tf.float32)
+            return tf.ensure_shape(found, [None, inputs.shape[1]])
     else:
+        inputs_tensor = tf.constant(inputs)
 
-        def read(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            order = np.sort(index)  # memory maps read fastest in order; labels follow
-            return np.asarray(inputs[order]), labels[order]
+        def load(index: Any) -> Any:
+            return tf.gather(inputs_tensor, index)
 
-        batches = index_batches.map(
-            lambda index: tf.numpy_function(read, [index], (tf.float32, tf.float32)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        ).map(
-            lambda x, y: (
-                tf.ensure_shape(x, [None, inputs.shape[1]]),
-                tf.ensure_shape(y, [None, labels.shape[1]]),
-            )
-        )
-    return batches.prefetch(tf.data.AUTOTUNE)
+    def batch(index: Any) -> Any:
+        x = load(index)
+        if extra_tensor is not None:
+            x = (x, tf.gather(extra_tensor, index))
+        return x, tf.gather(labels_tensor, index)
+
+    return index_batches.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

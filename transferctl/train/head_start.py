@@ -23,7 +23,7 @@ from transferctl.config.schema import Model, Train
 from transferctl.data import DataBundle
 from transferctl.errors import UserError
 from transferctl.model.head_init import resolve_head_init
-from transferctl.train import feature_cache, probe
+from transferctl.train import distill, feature_cache, probe
 from transferctl.train.feature_cache import CacheDecision, Features
 
 
@@ -36,12 +36,19 @@ class PhaseInputs:
     decision: CacheDecision
     probe_started: bool = False  # the head starts from the probe: the start is a best candidate
     summary: dict[str, Any] = field(default_factory=dict)
+    # distillation: the teacher's outputs per training image, when computed once (`distill`)
+    teacher_outputs: Any = None
 
     def training(self, data: DataBundle, epochs_done: int) -> Any:
         """Shuffled training batches; a resumed run draws a new, seeded order."""
         seed = data.seed + 1000 * epochs_done
         if self.features is not None and self.decision.use:
-            return feature_cache.training_dataset(self.features, data.batch_size, seed)
+            return feature_cache.training_dataset(
+                self.features, data.batch_size, seed, self.teacher_outputs
+            )
+        if self.teacher_outputs is not None:
+            order = data.seed if epochs_done == 0 else seed
+            return distill.training_dataset(data, self.teacher_outputs, order)
         if epochs_done == 0:
             return data.training()
         return dataclasses.replace(data, seed=seed).training()
@@ -65,12 +72,43 @@ def prepare(
     resuming: bool,
     folder: Path,
     console: Console | None,
+    teacher: distill.Teacher | None = None,
 ) -> PhaseInputs:
     """Decide the cache, compute features if needed, fit the probe and start the head.
 
     A resumed phase reloads its backbone from the file written at the phase's start (a cached
-    phase's checkpoints hold the head only) and keeps the head its checkpoint holds.
+    phase's checkpoints hold the head only) and keeps the head its checkpoint holds. With a
+    `teacher`, the model to fit is wrapped in a `distill.Distiller`.
     """
+    inputs = _prepare(
+        model,
+        backbone,
+        data,
+        model_config,
+        train_config,
+        index,
+        backbone_frozen,
+        resuming,
+        folder,
+        console,
+    )
+    if teacher is not None:
+        distill.attach(inputs, teacher, data)
+    return inputs
+
+
+def _prepare(
+    model: Any,
+    backbone: Any,
+    data: DataBundle,
+    model_config: Model,
+    train_config: Train,
+    index: int,
+    backbone_frozen: bool,
+    resuming: bool,
+    folder: Path,
+    console: Console | None,
+) -> PhaseInputs:
     decision = feature_cache.decide(
         train_config.feature_cache,
         backbone_frozen,

@@ -86,8 +86,12 @@ def train(
     console: Console | None,
     resume: TrainState | None = None,
     class_weight: dict[int, float] | None = None,
+    teacher: Any = None,
 ) -> TrainResult:
-    """The training stage. Writes history.csv, checkpoints/ and tensorboard/ as it goes."""
+    """The training stage. Writes history.csv, checkpoints/ and tensorboard/ as it goes.
+
+    With a `teacher` (`distill.load_teacher`), every phase distils from it.
+    """
     folder = run_dir / rundir.CHECKPOINTS
     state = resume or TrainState()
     result = TrainResult(history=read_history(run_dir / rundir.HISTORY, state.epochs_done))
@@ -130,6 +134,7 @@ def train(
             resuming_here,
             folder,
             console,
+            teacher,
         )
         fit_model = inputs.fit_model  # the model itself, or its head on cached features
         validation = inputs.validation(data)
