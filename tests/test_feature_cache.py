@@ -191,3 +191,26 @@ def _same_backbone(first: Path, second: Path) -> bool:
     a = keras.saving.load_model(str(first), compile=False).get_layer("backbone")
     b = keras.saving.load_model(str(second), compile=False).get_layer("backbone")
     return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
+
+
+def test_a_run_killed_while_caching_features_resumes(
+    source_runs: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the run directory was written but before any checkpoint: resumable."""
+    from transferctl.train import feature_cache
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(feature_cache, "extract", killed)
+    config = _target_config(source_runs)
+    config["train"]["phases"][0]["epochs"] = 1
+    run = tmp_path / "run"
+    result: Any = cli("finetune", write_config(tmp_path / "t.yaml", config), "--run-dir", run)
+    assert result.exit_code == 130, result.output
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints" / "state.json").exists()
+    monkeypatch.undo()
+
+    resumed: Any = cli("finetune", "--resume", run, "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert (run / "model.keras").is_file()
