@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferctl.data import audit
+from transferctl.data import audit, audit_cache
 from transferctl.data.examples import Examples
 from transferctl.downloads import bounded_download
 from transferctl.errors import UserError
@@ -258,7 +258,7 @@ def load_scanned_folder(
         raise ValueError(f"`on_bad_file` must be skip or fail. Received: on_bad_file={on_bad_file}")
     if unlabelled and classes is not None:
         raise ValueError(f"`classes` needs labelled data, not `unlabelled`. Received: {classes=}")
-    found = audit.audit_folder(root, unlabelled=unlabelled)
+    found = audit_cache.cached_audit(root, unlabelled=unlabelled)  # unchanged: no rescan
     if classes is not None:
         found = _only_classes(found, list(classes))
     if found.other_classes:
