@@ -140,18 +140,35 @@ def verdict(table: Table, method: Row, baseline: Row) -> str:
 
 
 def findings(table: Table) -> list[str]:
-    scratch, lpft, finetune = NEW_CLASSES[0], NEW_CLASSES[4], NEW_CLASSES[3]
-    pairs = [(row, scratch) for row in NEW_CLASSES[1:]]
-    pairs.append((lpft, finetune))
-    if table.has(KNOWN_CLASSES):
-        pairs += [(row, KNOWN_CLASSES[0]) for row in KNOWN_CLASSES[1:]]
-        pairs.append((KNOWN_CLASSES[4], KNOWN_CLASSES[3]))
+    """One bullet per comparison, under the heading of its part; parts not measured are left out."""
+    scratch, finetune, lpft = NEW_CLASSES[0], NEW_CLASSES[3], NEW_CLASSES[4]
     depths = [Row(f"{depth} layers frozen", depth_kind(depth)) for depth in DEPTH_NAMES]
-    pairs += [(row, depths[0]) for row in depths[1:]]
-    pairs.append((DISTILLATION[2], DISTILLATION[1]))
-    pairs += [(row, AUTOENCODER[0]) for row in AUTOENCODER[1:4]]
-    pairs.append((AUTOENCODER[3], AUTOENCODER[4]))
-    return [f"- {verdict(table, method, baseline)}." for method, baseline in pairs]
+    parts = [
+        ("(a) new classes 5-9", [*((row, scratch) for row in NEW_CLASSES[1:]), (lpft, finetune)]),
+        (
+            "(a2) the source's classes 0-4",
+            [
+                *((row, KNOWN_CLASSES[0]) for row in KNOWN_CLASSES[1:]),
+                (KNOWN_CLASSES[4], KNOWN_CLASSES[3]),
+            ],
+        ),
+        ("(b) freeze depth, against fine-tuning every layer", [(r, depths[0]) for r in depths[1:]]),
+        ("(c) distillation", [(DISTILLATION[2], DISTILLATION[1])]),
+        (
+            "(d) autoencoder pretraining",
+            [
+                *((row, AUTOENCODER[0]) for row in AUTOENCODER[1:4]),
+                (AUTOENCODER[3], AUTOENCODER[4]),
+            ],
+        ),
+    ]
+    lines = []
+    for title, pairs in parts:
+        measured = [(one, other) for one, other in pairs if table.get(one) and table.get(other)]
+        if measured:
+            lines += ["", f"**{title}**", ""]
+            lines += [f"- {verdict(table, one, other)}." for one, other in measured]
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,12 +261,12 @@ def depth_plot(table: Table, path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def machine(
-    load_before: tuple[float, float, float],
-    load_after: tuple[float, float, float],
-    wall_seconds: float,
-    jobs: int,
-) -> dict[str, Any]:
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def machine() -> dict[str, Any]:
+    """The computer: cores, CPU model, memory, OS and Python."""
     memory = "?"
     cpu = platform.processor() or platform.machine()
     try:
@@ -268,11 +285,6 @@ def machine(
         "memory": memory,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "wall_seconds": wall_seconds,
-        "load_before": load_before,
-        "load_after": load_after,
-        "jobs": jobs,
     }
 
 
@@ -293,19 +305,52 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
 
+def _invocations(invocations: Sequence[Mapping[str, Any]], planned: int) -> list[str]:
+    """The invocations that trained, as a table; a load above the core count inflates times."""
+    if not invocations:
+        return ["No invocation recorded (the runs were trained before results/run.py logged it)."]
+    lines = [
+        "Every `make results` (`results/run.py`) invocation that trained, oldest first. A load "
+        "average (1, 5, 15 min) above the number of cores means other work shared the machine, "
+        "and the times are inflated by it.",
+        "",
+        f"| date | commit | wall time | runs trained / reused / failed (of {planned}) | "
+        "at a time | load before | load after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for item in invocations:
+        loads = [
+            ", ".join(f"{value:.1f}" for value in item.get(key) or ())
+            for key in ("load_before", "load_after")
+        ]
+        lines.append(
+            f"| {item.get('date')} | {item.get('commit')} | "
+            f"{_minutes(float(item.get('wall_seconds', 0.0)))} | {item.get('trained')} / "
+            f"{item.get('reused')} / {item.get('failed')} | {item.get('jobs')} | "
+            f"{loads[0]} | {loads[1]} |"
+        )
+    return lines
+
+
 def write(
     out: Path,
     runs: Sequence[Run],
     folders: Mapping[str, Path],
-    machine: Mapping[str, Any],
     *,
     timings: Mapping[str, float],
-    trained: Sequence[str],
-    reused: Sequence[str],
+    invocations: Sequence[Mapping[str, Any]],
     commands: Mapping[str, str],
 ) -> None:
-    """RESULTS.md, methods.png and depth.png in `out`."""
+    """RESULTS.md, methods.png and depth.png in `out`.
+
+    Args:
+        timings: per run name, the seconds its commands took (all sessions, resumes included).
+        invocations: every `results/run.py` invocation that trained, oldest first (`date`,
+            `commit`, `wall_seconds`, `trained`, `reused`, `failed`, `jobs`, `load_before`,
+            `load_after`).
+    """
     table = Table(runs, folders)
+    computer = machine()
     out.mkdir(parents=True, exist_ok=True)
     methods_plot(table, out / "methods.png")
     depth_plot(table, out / "depth.png")
@@ -315,7 +360,7 @@ def write(
     lines = [
         "# Results: transfer learning on real digits, several seeds",
         "",
-        f"Written by `make results` (`results/run.py`) on {machine['date']}; every number below "
+        f"Written by `make results` (`results/run.py`) on {now()}; every number below "
         "is read from a run directory under `results/runs/`. Do not edit by hand: rerun.",
         "",
         "**Setup.** scikit-learn's handwritten digits (real 8x8 scans, upscaled to 32x32), "
@@ -396,22 +441,17 @@ def write(
         "Computed from the tables, seed by seed (each comparison uses the same splits and the "
         "same labelled images): **helps** = ahead in every seed, **does not help** = ahead in "
         "none, **mixed** otherwise.",
-        "",
         *findings(table),
         "",
         "## The machine and the time",
         "",
-        f"- {machine['cores']} cores ({machine['cpu']}), {machine['memory']} memory, no GPU; "
-        f"{machine['platform']}, Python {machine['python']}; {_versions(folders)}",
-        f"- `make results` on {machine['date']}: wall time {_minutes(machine['wall_seconds'])} "
-        f"for this invocation, {len(trained)} runs trained and {len(reused)} reused, "
-        f"{machine['jobs']} runs at a time. The runs' own wall times (as each was trained, "
-        f"resumes included) add up to {_minutes(trained_seconds)}.",
-        "- Load average (1, 5, 15 min) before: "
-        + ", ".join(f"{value:.1f}" for value in machine["load_before"])
-        + "; after: "
-        + ", ".join(f"{value:.1f}" for value in machine["load_after"])
-        + ". Above ~2 the machine was shared with other work and the times are inflated.",
+        f"{computer['cores']} cores ({computer['cpu']}), {computer['memory']} memory, no GPU; "
+        f"{computer['platform']}, Python {computer['python']}; {_versions(folders)}.",
+        "",
+        *_invocations(invocations, len(runs)),
+        "",
+        f"The runs' own wall times (each command as it ran, resumes included) add up to "
+        f"{_minutes(trained_seconds)}; the table below gives each.",
         "",
         "## The commands",
         "",

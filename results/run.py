@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `results` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,7 +41,8 @@ RUNS_DIR = Path("results/runs")  # every config's output.runs_dir, relative to t
 SEEDS = (1, 2, 3)
 DEPTHS = tuple(report.DEPTH_NAMES)  # model.freeze.first of the depth sweep
 KNOWN_CLASSES = "[0, 1, 2, 3, 4]"  # the source's own classes, for the few-label target of part a2
-TIMINGS = "timings.json"
+TIMINGS = "timings.json"  # per run: the seconds its commands took here
+INVOCATIONS = "invocations.json"  # per invocation that trained: wall time, load, commit
 
 
 @dataclass(frozen=True)
@@ -235,16 +237,48 @@ def execute(runs: list[Run], runs_dir: Path, override: Path | None, jobs: int) -
 
 
 def _read_timings(runs_dir: Path) -> dict[str, float]:
-    try:
-        return dict(json.loads((runs_dir / TIMINGS).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return {}
+    return dict(_read_json(runs_dir / TIMINGS, {}))
 
 
 def _write_timings(runs_dir: Path, timings: dict[str, float]) -> None:
-    temporary = runs_dir / f".{TIMINGS}.tmp"
-    temporary.write_text(json.dumps(timings, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, runs_dir / TIMINGS)
+    _write_json(runs_dir / TIMINGS, timings)
+
+
+def _record(runs_dir: Path, invocation: dict[str, object]) -> None:
+    _write_json(runs_dir / INVOCATIONS, [*_read_json(runs_dir / INVOCATIONS, []), invocation])
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _commit() -> str:
+    """The checkout's commit, and whether transferctl or results/ differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "transferctl", "results"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    if not commit:
+        return "unknown (not a git checkout)"
+    return f"{commit} with uncommitted changes" if changed else commit
 
 
 def finished_runs(runs: list[Run], runs_dir: Path, override: Path | None) -> dict[str, Path]:
@@ -282,21 +316,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{found.state:10} {run.name:18} {run.command(override)}")
         print(f"{len(runs)} runs; seeds {' '.join(map(str, args.seeds))}; runs in {runs_dir}")
         return 0
-    started = time.time()
-    load_before = os.getloadavg()
+    invocation: dict[str, object] = {
+        "date": report.now(),
+        "commit": _commit(),
+        "jobs": args.jobs,
+        "load_before": os.getloadavg(),
+    }
+    started = time.monotonic()
     progress = Progress()
     if not args.report_only:
         progress = execute(runs, runs_dir, override, max(1, args.jobs))
+        invocation.update(
+            wall_seconds=time.monotonic() - started,
+            load_after=os.getloadavg(),
+            trained=len(progress.trained),
+            reused=len(progress.reused),
+            failed=len(progress.failed),
+        )
+        _record(runs_dir, invocation)
     folders = finished_runs(runs, runs_dir, override)
-    machine = report.machine(load_before, os.getloadavg(), time.time() - started, args.jobs)
     report.write(
         args.out,
         runs,
         folders,
-        machine,
         timings=_read_timings(runs_dir),
-        trained=progress.trained,
-        reused=progress.reused,
+        invocations=_read_json(runs_dir / INVOCATIONS, []),
         commands={run.name: run.command(override) for run in runs},
     )
     missing = [run.name for run in runs if run.name not in folders]
