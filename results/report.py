@@ -186,39 +186,41 @@ def _figure(width: float, height: float) -> Any:
 
 
 def methods_plot(table: Table, path: Path) -> None:
-    """Every method's test accuracy: a dot per seed, the mean as a bar with its std."""
+    """Every method's test accuracy: a dot per seed, the mean as a bar with its std; one
+    coloured group per part, its title in bold above it."""
     groups = [
-        ("new classes 5-9, from the source 0-4", NEW_CLASSES),
-        ("source's classes 0-4 (a2)", KNOWN_CLASSES),
-        ("distillation", DISTILLATION[::2]),
-        ("autoencoder pretraining", AUTOENCODER[1:4]),
+        ("(a) new classes 5-9, from the source 0-4", NEW_CLASSES),
+        ("(a2) the source's classes 0-4", KNOWN_CLASSES),
+        ("(c) distillation", DISTILLATION),
+        ("(d) autoencoder pretraining, 5-9", AUTOENCODER[1:4]),
     ]
-    rows: list[tuple[str, Row]] = []
-    for title, group in groups:
-        if table.has(group):
-            rows += [(title, row) for row in group]
-    figure = _figure(9.0, 0.42 * len(rows) + 1.4)
+    shown = [(index, title, group) for index, (title, group) in enumerate(groups)]
+    shown = [(index, title, group) for index, title, group in shown if table.has(group)]
+    lines: list[tuple[str, Row | None, str]] = []  # (label, row or None for a title, colour)
+    for index, title, group in shown:
+        lines.append((title, None, f"C{index}"))
+        lines += [(row.label, row, f"C{index}") for row in group]
+    figure = _figure(9.0, 0.36 * len(lines) + 1.2)
     axes = figure.add_subplot()
-    colors = {title: f"C{index}" for index, (title, _) in enumerate(groups)}
-    for position, (title, row) in enumerate(reversed(rows)):
-        values = list(table.get(row).values())
+    count = len(lines)
+    for place, (_, row, color) in enumerate(lines):
+        values = list(table.get(row).values()) if row is not None else []
         if not values:
             continue
+        position = count - 1 - place
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        axes.barh(position, statistics.mean(values), xerr=spread, color=colors[title],
-                  alpha=0.35, capsize=3)  # fmt: skip
-        axes.plot(values, [position] * len(values), "o", color=colors[title], markersize=4)
-    axes.set_yticks(range(len(rows)), [row.label for _, row in reversed(rows)], fontsize=8)
+        axes.barh(position, statistics.mean(values), xerr=spread, color=color, alpha=0.35,
+                  capsize=3)  # fmt: skip
+        axes.plot(values, [position] * len(values), "o", color=color, markersize=4)
+    axes.set_yticks(range(count), [label for label, _, _ in reversed(lines)], fontsize=8)
+    for tick, (_, row, _) in zip(axes.get_yticklabels(), reversed(lines), strict=True):
+        if row is None:
+            tick.set_fontweight("bold")
     axes.set_xlabel("test accuracy (%): bar = mean ± std over seeds, dots = seeds")
     axes.set_xlim(0, 100)
     axes.axvline(20, color="0.5", linestyle=":", linewidth=1)
-    axes.text(20.5, len(rows) - 0.6, "chance", fontsize=7, color="0.4")
-    handles = [
-        axes.bar(0, 0, color=colors[title], alpha=0.35, label=title)
-        for title, group in groups
-        if table.has(group)
-    ]
-    axes.legend(handles=handles, fontsize=7, loc="lower right")
+    axes.set_ylim(-1.0, count - 0.4)
+    axes.text(20.5, -0.8, "chance", fontsize=7, color="0.4")
     axes.set_title("digits, 5 labelled images per class: test accuracy by method", fontsize=10)
     figure.savefig(str(path), format="png")
 
@@ -251,7 +253,7 @@ def depth_plot(table: Table, path: Path) -> None:
     axes.set_xlabel("backbone layers frozen, from the input (of 157)")
     axes.set_ylabel("test accuracy (%)")
     axes.set_xticks(list(DEPTH_NAMES))
-    axes.legend(fontsize=7, loc="lower left")
+    axes.legend(fontsize=7, loc="best")
     axes.set_title("digits 0-4 -> 5-9, 5 labels per class: how deep to freeze", fontsize=10)
     figure.savefig(str(path), format="png")
 
