@@ -316,9 +316,9 @@ def _invocations(invocations: Sequence[Mapping[str, Any]], planned: int) -> list
         "average (1, 5, 15 min) above the number of cores means other work shared the machine, "
         "and the times are inflated by it.",
         "",
-        f"| date | commit | wall time | runs trained / reused / failed (of {planned}) | "
-        "at a time | load before | load after |",
-        "|---|---|---|---|---|---|---|",
+        f"| date | commit | wall time | CPU time | runs trained / reused / failed (of {planned}) "
+        "| at a time | load before | load after |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for item in invocations:
         loads = [
@@ -327,7 +327,8 @@ def _invocations(invocations: Sequence[Mapping[str, Any]], planned: int) -> list
         ]
         lines.append(
             f"| {item.get('date')} | {item.get('commit')} | "
-            f"{_minutes(float(item.get('wall_seconds', 0.0)))} | {item.get('trained')} / "
+            f"{_minutes(float(item.get('wall_seconds', 0.0)))} | "
+            f"{_minutes(float(item.get('cpu_seconds', 0.0)))} | {item.get('trained')} / "
             f"{item.get('reused')} / {item.get('failed')} | {item.get('jobs')} | "
             f"{loads[0]} | {loads[1]} |"
         )
@@ -339,14 +340,15 @@ def write(
     runs: Sequence[Run],
     folders: Mapping[str, Path],
     *,
-    timings: Mapping[str, float],
+    timings: Mapping[str, Mapping[str, float]],
     invocations: Sequence[Mapping[str, Any]],
     commands: Mapping[str, str],
 ) -> None:
     """RESULTS.md, methods.png and depth.png in `out`.
 
     Args:
-        timings: per run name, the seconds its commands took (all sessions, resumes included).
+        timings: per run name, `wall` and `cpu` seconds of the commands that trained it (every
+            attempt, resumes included).
         invocations: every `results/run.py` invocation that trained, oldest first (`date`,
             `commit`, `wall_seconds`, `trained`, `reused`, `failed`, `jobs`, `load_before`,
             `load_after`).
@@ -358,7 +360,8 @@ def write(
     depth_plot(table, out / "depth.png")
     seeds = ", ".join(map(str, table.seeds))
     depth_rows = [Row(f"{depth}: {name}", depth_kind(depth)) for depth, name in DEPTH_NAMES.items()]
-    trained_seconds = sum(timings.get(name, 0.0) for name in commands)
+    wall_total = sum(timings.get(name, {}).get("wall", 0.0) for name in commands)
+    cpu_total = sum(timings.get(name, {}).get("cpu", 0.0) for name in commands)
     lines = [
         "# Results: transfer learning on real digits, several seeds",
         "",
@@ -452,21 +455,26 @@ def write(
         "",
         *_invocations(invocations, len(runs)),
         "",
-        f"The runs' own wall times (each command as it ran, resumes included) add up to "
-        f"{_minutes(trained_seconds)}; the table below gives each.",
+        f"Each run's commands (every attempt, resumes included; the table below) took "
+        f"{_minutes(wall_total)} of wall time one after another and {_minutes(cpu_total)} of "
+        "CPU time (user + system) in all. CPU time depends far less on the load than wall "
+        f"time does: on "
+        f"{computer['cores']} idle cores, running two at a time, the whole plan needs at least "
+        f"about {_minutes(cpu_total / max(1, computer['cores'] or 1))} of wall time (CPU time / "
+        "cores; the startup of each command is not all parallel, so somewhat more).",
         "",
         "## The commands",
         "",
         "Run from the repository root (`make results` does it all; `results/run.py --dry-run` "
         "lists these with their status). Each run's folder is `results/runs/<name>-<time>/`.",
         "",
-        "| run | seconds | command |",
-        "|---|---|---|",
+        "| run | wall s | CPU s | command |",
+        "|---|---|---|---|",
     ]
     for run in runs:
-        seconds = timings.get(run.name)
-        shown = f"{seconds:.0f}" if seconds is not None else "–"
-        lines.append(f"| {run.name} | {shown} | `{commands[run.name]}` |")
+        spent = timings.get(run.name, {})
+        shown = [f"{spent[key]:.0f}" if key in spent else "–" for key in ("wall", "cpu")]
+        lines.append(f"| {run.name} | {shown[0]} | {shown[1]} | `{commands[run.name]}` |")
     missing = [run.name for run in runs if run.name not in folders]
     if missing:
         lines += ["", f"**Missing** (not finished): {', '.join(missing)}."]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -41,7 +42,7 @@ RUNS_DIR = Path("results/runs")  # every config's output.runs_dir, relative to t
 SEEDS = (1, 2, 3)
 DEPTHS = tuple(report.DEPTH_NAMES)  # model.freeze.first of the depth sweep
 KNOWN_CLASSES = "[0, 1, 2, 3, 4]"  # the source's own classes, for the few-label target of part a2
-TIMINGS = "timings.json"  # per run: the seconds its commands took here
+TIMINGS = "timings.json"  # per run: wall and CPU seconds of the commands that trained it
 INVOCATIONS = "invocations.json"  # per invocation that trained: wall time, load, commit
 
 
@@ -167,6 +168,7 @@ class Progress:
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # of the commands it ran
 
     def say(self, text: str) -> None:
         minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
@@ -179,6 +181,7 @@ def execute(runs: list[Run], runs_dir: Path, override: Path | None, jobs: int) -
     logs = runs_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     timings = _read_timings(runs_dir)
+    cpu_before = _children_cpu()
     done: set[str] = set()
     pending = list(runs)
     active: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
@@ -217,12 +220,18 @@ def execute(runs: list[Run], runs_dir: Path, override: Path | None, jobs: int) -
                     continue
                 del active[name]
                 seconds = time.monotonic() - began
+                # poll() reaped it: the children's CPU time grew by exactly this child's
+                cpu_now = _children_cpu()
+                cpu, cpu_before = cpu_now - cpu_before, cpu_now
+                progress.cpu_seconds += cpu
+                spent = timings.setdefault(name, {"wall": 0.0, "cpu": 0.0})
+                spent["wall"] += seconds  # every attempt counts, a failed one too
+                spent["cpu"] += cpu
+                _write_timings(runs_dir, timings)
                 if child.returncode == 0:
                     done.add(name)
                     progress.trained.append(name)
-                    timings[name] = timings.get(name, 0.0) + seconds
-                    _write_timings(runs_dir, timings)
-                    progress.say(f"finished {name} in {seconds:.0f} s")
+                    progress.say(f"finished {name} in {seconds:.0f} s ({cpu:.0f} s of CPU)")
                 else:
                     progress.failed.append(name)
                     progress.say(
@@ -236,11 +245,21 @@ def execute(runs: list[Run], runs_dir: Path, override: Path | None, jobs: int) -
     return progress
 
 
-def _read_timings(runs_dir: Path) -> dict[str, float]:
-    return dict(_read_json(runs_dir / TIMINGS, {}))
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def _write_timings(runs_dir: Path, timings: dict[str, float]) -> None:
+def _read_timings(runs_dir: Path) -> dict[str, dict[str, float]]:
+    """Per run name: `wall` and `cpu` seconds of every command that trained it."""
+    found = _read_json(runs_dir / TIMINGS, {})
+    return {
+        name: dict(spent) if isinstance(spent, dict) else {"wall": float(spent), "cpu": 0.0}
+        for name, spent in found.items()
+    }
+
+
+def _write_timings(runs_dir: Path, timings: dict[str, dict[str, float]]) -> None:
     _write_json(runs_dir / TIMINGS, timings)
 
 
@@ -332,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             trained=len(progress.trained),
             reused=len(progress.reused),
             failed=len(progress.failed),
+            cpu_seconds=progress.cpu_seconds,
         )
         _record(runs_dir, invocation)
     folders = finished_runs(runs, runs_dir, override)
