@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from pathlib import Path
 
@@ -66,38 +66,54 @@ def save_image(path: Path, color: tuple[int, int, int] = (200, 40, 40), side: in
     return path
 
 
+# Started by the test process, this small program starts transferctl and reports its peak RSS.
+# Measuring through it matters: Linux keeps a forked child's pre-exec high-water mark in
+# ru_maxrss, so a child forked straight from a pytest worker that has imported TensorFlow
+# would report the worker's ~1 GB; forked from this small process, it reports its own.
+_MEASURE = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-m", "transferctl", *sys.argv[2:]])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(
     arguments: list[str], timeout: float, cwd: Path | None = None
 ) -> tuple[int, str, str, float]:
     """Run `python -m transferctl ARGUMENTS`; (exit code, stdout, stderr, peak RSS in MiB).
 
-    The peak is this child's own (`os.wait4`), not the largest of every child the tests
-    started. A child still running after `timeout` seconds is killed: `TimeoutError`.
+    The peak is transferctl's own, measured by a small intermediate process (see `_MEASURE`).
+    A run still going after `timeout` seconds is killed with its process group: `TimeoutError`.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        report = Path(scratch) / "maxrss"
         process = subprocess.Popen(
-            [sys.executable, "-m", "transferctl", *arguments],
+            [sys.executable, "-c", _MEASURE, str(report), *arguments],
             stdout=out,
             stderr=err,
             cwd=cwd,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                os.wait4(process.pid, 0)
-                raise TimeoutError(
-                    f"transferctl {' '.join(arguments)}: still running after {timeout} s"
-                )
-            time.sleep(0.05)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise TimeoutError(
+                f"transferctl {' '.join(arguments)}: still running after {timeout} s"
+            ) from None
         out.seek(0)
         err.seek(0)
-        return process.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss / 1024
+        peak_kib = float(report.read_text()) if report.is_file() else float("nan")
+        return process.returncode, out.read().decode(), err.read().decode(), peak_kib / 1024
 
 
 def write_state(run: Path, state: dict) -> None:

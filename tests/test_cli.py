@@ -70,6 +70,9 @@ def test_validate_prints_the_resolved_config(cli, tmp_path: Path) -> None:
         "epochs": 1,
         "learning_rate": 1.0e-3,
         "freeze": None,
+        "unfreeze": None,
+        "backbone_lr_scale": 1.0,
+        "layer_decay": None,
     }
     assert resolved["train"]["phases"][1]["freeze"] == {"last_trainable": 20}
 

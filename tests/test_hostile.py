@@ -575,11 +575,6 @@ def test_evaluate_data_from_a_folder_with_a_very_long_name(
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs readable=False on predict's IMAGE_OR_FOLDER argument in cli.py (Typer checks "
-    "os.access before the command runs and prints a usage box); left to the owner of cli.py",
-)
 def test_predict_skips_an_unreadable_file_named_on_the_command_line(
     digits_run: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

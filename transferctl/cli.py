@@ -231,6 +231,7 @@ def predict(
             metavar="IMAGE_OR_FOLDER...",
             help="Image files, and folders searched recursively.",
             show_default=False,
+            readable=False,  # an unreadable file is skipped and named (exit 3), not a usage error
         ),
     ],
     top_k: Annotated[

@@ -116,7 +116,9 @@ def resume(
 
 def changed_keys(before: Config, after: Config) -> list[str]:
     """Dotted keys whose values differ, ignoring where runs are written."""
-    old, new = _flatten(before.model_dump(mode="json")), _flatten(after.model_dump(mode="json"))
+    from transferctl.compare import flatten
+
+    old, new = flatten(before.model_dump(mode="json")), flatten(after.model_dump(mode="json"))
     ignored = ("output.", "name")
     return sorted(
         key
@@ -317,20 +319,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     import json
 
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    if isinstance(tree, list) and tree and all(isinstance(item, dict) for item in tree):
-        flat = {}
-        for index, value in enumerate(tree):
-            flat.update(_flatten(value, f"{prefix}{index}."))
-        return flat
-    return {prefix.rstrip("."): tree}
 
 
 def _environment(on: runtime.Device, config: Config) -> dict[str, Any]:

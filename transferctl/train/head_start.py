@@ -35,6 +35,7 @@ class PhaseInputs:
     features: Features | None
     decision: CacheDecision
     probe_started: bool = False  # the head starts from the probe: the start is a best candidate
+    fitted: probe.Probe | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     # distillation: the teacher's outputs per training image, when computed once (`distill`)
     teacher_outputs: Any = None
@@ -80,35 +81,6 @@ def prepare(
     phase's checkpoints hold the head only) and keeps the head its checkpoint holds. With a
     `teacher`, the model to fit is wrapped in a `distill.Distiller`.
     """
-    inputs = _prepare(
-        model,
-        backbone,
-        data,
-        model_config,
-        train_config,
-        index,
-        backbone_frozen,
-        resuming,
-        folder,
-        console,
-    )
-    if teacher is not None:
-        distill.attach(inputs, teacher, data)
-    return inputs
-
-
-def _prepare(
-    model: Any,
-    backbone: Any,
-    data: DataBundle,
-    model_config: Model,
-    train_config: Train,
-    index: int,
-    backbone_frozen: bool,
-    resuming: bool,
-    folder: Path,
-    console: Console | None,
-) -> PhaseInputs:
     decision = feature_cache.decide(
         train_config.feature_cache,
         backbone_frozen,
@@ -128,21 +100,34 @@ def _prepare(
     wants_features = backbone_frozen and (decision.use or index == 0)
     inputs = PhaseInputs(model, None, decision)
     inputs.summary["feature_cache"] = {"used": decision.use, "reason": decision.reason}
-    if not wants_features:
-        _say(console, decision)
-        return inputs
+    if wants_features:
+        head_init = init if not resuming and index == 0 else None
+        _learn_from_features(inputs, model, data, folder, head_init, model_config)
+    _say(console, decision, inputs.features, inputs.fitted)
+    if teacher is not None:
+        distill.attach(inputs, teacher, data)
+    return inputs
+
+
+def _learn_from_features(
+    inputs: PhaseInputs,
+    model: Any,
+    data: DataBundle,
+    folder: Path,
+    head_init: str | None,
+    model_config: Model,
+) -> None:
+    """Compute the features, fit the probe, start the head (`head_init`, unless None)."""
     features = feature_cache.extract(model, data, folder / "features")
     fitted = probe.fit_probe(features.inputs, features.labels)
-    inputs.features = features
+    inputs.features, inputs.fitted = features, fitted
     inputs.summary["feature_cache"]["seconds"] = round(features.seconds, 2)
     inputs.summary["linear_probe"] = fitted.summary()
-    if not resuming and index == 0:
-        inputs.summary["head_init"] = _start_head(model, fitted, features, init, model_config)
+    if head_init is not None:
+        inputs.summary["head_init"] = _start_head(model, fitted, features, head_init, model_config)
         inputs.probe_started = inputs.summary["head_init"] == "linear_probe"
-    if decision.use:
+    if inputs.decision.use:
         inputs.fit_model = feature_cache.head_model(model)
-    _say(console, decision, features, fitted)
-    return inputs
 
 
 def release(inputs: PhaseInputs, folder: Path) -> None:
