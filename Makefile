@@ -46,8 +46,9 @@ test: lint typecheck
 test-fast: dev
 	$(BIN)/python -m pytest -m "not slow" -n $(WORKERS) --dist loadfile
 
+# The benches, side by side in one invocation, written to bench/RESULTS.md (~10 minutes on 2 cores)
 bench: install
-	$(BIN)/python bench/pipeline_throughput.py
+	$(BIN)/python bench/report.py --out bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,117 @@
+"""`make bench`: run the benches side by side and write bench/RESULTS.md.
+
+Every figure in RESULTS.md comes from this one invocation: the machine and its load, the exact
+commands, and for each comparison the ratio measured in the same run (alternating the two
+sides, median/min/max over the repeats). Timings on a shared machine are noisy: compare ratios,
+not seconds across runs.
+
+    .venv/bin/python bench/report.py [--repeats 2] [--out bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PYTHON, machine  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(command: list[str]) -> tuple[str, float]:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
+    return done.stdout, time.perf_counter() - started
+
+
+def shown(command: list[str]) -> str:
+    """The command as a user types it from the repository root."""
+    parts = [".venv/bin/python"]
+    for part in command[1:]:
+        parts.append(f"bench/{Path(part).name}" if part.endswith(".py") else part)
+    return " ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    before = machine()
+    sections = []
+
+    versus = [PYTHON, str(HERE / "versus_plain.py"), "--repeats", str(args.repeats)]
+    output, seconds = run(versus)
+    found = json.loads(output.strip().splitlines()[-1])
+    table = "\n".join(output.strip().splitlines()[:-1])
+    rows = []
+    for tool in ("plain", "transferctl"):
+        for index, entry in enumerate(found["runs"][tool]):
+            epochs = ", ".join(f"{value:.2f}" for value in entry["seconds"])
+            rows.append(
+                f"| {tool} | {index + 1} | {epochs} | {entry['later']:.2f} | "
+                f"{entry['final_val_accuracy']:.4f} |"
+            )
+    sections.append(
+        "## transferctl against the plain Keras script\n\n"
+        f"    {shown(versus)}\n\n"
+        "Same folder (scikit-learn digits as 1,797 JPEG/PNG files, 32 px, 10 classes), "
+        "MobileNetV2 from scratch (BatchNorm training), 64 px, batch 32, 4 epochs, 80/20 split; "
+        "the two alternate. Seconds per epoch: median of epochs 2-4; transferctl's from "
+        "history.csv (training, validation, checkpoint, TensorBoard, history). The exact "
+        "BatchNorm statistics pass over the training images runs once at the phase's end "
+        "(after the last epoch's row); the plain script has none.\n\n"
+        f"{table}\n\n"
+        "| tool | run | seconds per epoch | median epochs 2-4 | final val accuracy |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows) + f"\n\n(bench took {seconds:.0f} s)\n"
+    )
+
+    against = [PYTHON, str(HERE / "machine.py"), "--images", "640", "--size", "96"]
+    output, seconds = run(against)
+    sections.append(
+        "## Against the machine: train step alone, input pipeline alone, transferctl\n\n"
+        f"    {shown(against)}\n\n"
+        + "\n".join(output.strip().splitlines()[:-1])
+        + f"\n\n(bench took {seconds:.0f} s)\n"
+    )
+
+    memory = [PYTHON, str(HERE / "memory.py"), "--images", "2000", "20000"]
+    output, seconds = run(memory)
+    sections.append(
+        "## Memory: peak RSS against folder size (one epoch, MobileNetV3Small, 32 px)\n\n"
+        f"    {shown(memory)}\n\n"
+        + "\n".join(output.strip().splitlines()[:-1])
+        + f"\n\n(bench took {seconds:.0f} s)\n"
+    )
+
+    batchnorm = [PYTHON, str(HERE / "batchnorm_statistics.py"), "--epochs", "3"]
+    output, seconds = run(batchnorm)
+    sections.append(
+        "## BatchNorm statistics: Keras moving averages against exact recomputation\n\n"
+        f"    {shown(batchnorm)}\n\n```\n{output.strip()}\n```\n"
+    )
+
+    after = machine()
+    header = (
+        "# Bench results\n\n"
+        f"Written by `make bench` (bench/report.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n\n"
+        f"Machine: {before['cores']} cores ({before['cpu']}), {before['memory_gib']} GiB memory, "
+        f"GPU: {', '.join(before['gpus']) or 'none'}; Python {before['python']}, "
+        f"TensorFlow {before['tensorflow']}, Keras {before['keras']}. Load average (1/5/15 min) "
+        f"before: {before['load_average']}, after: {after['load_average']} (shared with other "
+        "jobs: compare the ratios measured side by side, not seconds across runs).\n"
+    )
+    args.out.write_text(header + "\n" + "\n".join(sections))
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
