@@ -4,10 +4,15 @@ Images leave the pipeline as float32 RGB in 0-255 at the model's input size; the
 preprocessing lives inside the model, so exported models carry it. TensorFlow's decoders ignore
 EXIF orientation: files that carry one (`Examples.orientation`, found by the folder audit) are
 turned upright in the graph before resizing, as Pillow's `ImageOps.exif_transpose` does.
+
+The training images of a folder are decoded and resized once and kept in memory after the first
+epoch when they fit a budget (`decode_cache_fits`; `TRANSFERCTL_DECODE_CACHE_MB`, default 256):
+later epochs then only shuffle, augment and batch. Evaluation sets are read as they stream.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from transferctl import runtime
@@ -60,7 +65,9 @@ def make_dataset(
         if oriented:
             columns = (examples.paths, orientation, examples.labels, *carried)
         dataset = tf.data.Dataset.from_tensor_slices(columns)
-        if shuffle_seed is not None:
+        # the training set, read every epoch: decoded once, kept in memory when it fits
+        cached = shuffle_seed is not None and decode_cache_fits(len(examples), image_size)
+        if shuffle_seed is not None and not cached:
             dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
 
         def load(path: Any, *rest: Any) -> Any:
@@ -72,6 +79,9 @@ def make_dataset(
         dataset = dataset.map(load, num_parallel_calls=autotune)
         if skip_unreadable:
             dataset = dataset.ignore_errors(log_warning=True)
+        if cached:
+            # same seed, same count: the same order as shuffling the paths
+            dataset = dataset.cache().shuffle(len(examples), seed=shuffle_seed)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
     if augmenter is not None:
@@ -85,6 +95,27 @@ def make_dataset(
         return ((images, rows[0]), onehot) if rows else (images, onehot)
 
     return dataset.map(finish, num_parallel_calls=autotune).prefetch(autotune)
+
+
+DECODE_CACHE_MIB = 256  # default memory budget of the decoded training images
+DECODE_CACHE_ENV = "TRANSFERCTL_DECODE_CACHE_MB"
+
+
+def decode_cache_budget() -> int:
+    """Bytes the decoded training images may take in memory: `$TRANSFERCTL_DECODE_CACHE_MB`
+    (0 turns the cache off), else `DECODE_CACHE_MIB`."""
+    value = os.environ.get(DECODE_CACHE_ENV, "").strip()
+    try:
+        megabytes = float(value) if value else DECODE_CACHE_MIB
+    except ValueError:
+        megabytes = DECODE_CACHE_MIB
+    return max(0, int(megabytes * 2**20))
+
+
+def decode_cache_fits(count: int, image_size: tuple[int, int]) -> bool:
+    """Whether `count` decoded images (float32 RGB at `image_size`) fit the cache's budget."""
+    needed = count * image_size[0] * image_size[1] * 3 * 4
+    return 0 < needed <= decode_cache_budget()
 
 
 def decode_and_resize(encoded: Any, image_size: tuple[int, int]) -> Any:

@@ -13,14 +13,23 @@ no activation map is kept.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
 
 from transferctl import runtime
+from transferctl.data import DataBundle, pipeline, splits
 
 BACKBONE_LAYER_NAME = "backbone"
+# Images the statistics are measured on: before each validation (a fixed sample, cheap: it
+# scores the epoch), and at the end of each phase (for the saved model)
+EPOCH_STATISTICS_IMAGES = 512
+PHASE_STATISTICS_IMAGES = 4096
 PREPROCESS_LAYER_NAME = "preprocess"
+
+# model -> its compiled statistics pass, dropped with the model
+_PASSES: weakref.WeakKeyDictionary[Any, StatisticsPass] = weakref.WeakKeyDictionary()
 
 
 def trainable_batchnorm_layers(backbone: Any) -> list[Any]:
@@ -35,6 +44,10 @@ def trainable_batchnorm_layers(backbone: Any) -> list[Any]:
 def recompute_statistics(model: Any, dataset: Any) -> int:
     """Set the moving statistics of every trainable BatchNorm layer to their exact values.
 
+    The compiled pass is kept with the model and reused while the same layers train, so the
+    pass after every epoch costs one forward pass over the images and no tracing (built anew
+    each time, it cost more than the epoch's training: measured in bench/versus_plain.py).
+
     Args:
         model: a transferctl classifier (layers `preprocess` and `backbone`).
         dataset: the training images in batches (labels ignored), not augmented.
@@ -42,53 +55,108 @@ def recompute_statistics(model: Any, dataset: Any) -> int:
     Returns:
         How many BatchNorm layers were recomputed.
     """
-    keras = runtime.keras()
-    tf = runtime.tf()
     backbone = model.get_layer(BACKBONE_LAYER_NAME)
-    preprocess = model.get_layer(PREPROCESS_LAYER_NAME)
     layers = trainable_batchnorm_layers(backbone)
     if not layers:
         return 0
-    probe = keras.Model(backbone.inputs, [layer.input for layer in layers])
-    saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
+    statistics = _PASSES.get(model)
+    if statistics is None or statistics.layers != layers:
+        statistics = StatisticsPass(model, layers)
+        _PASSES[model] = statistics
+    return statistics.run(dataset)
 
-    @tf.function(reduce_retracing=True)
-    def moments(images: Any) -> Any:
-        outputs = probe(preprocess(images), training=True)
-        if not isinstance(outputs, list | tuple):
-            outputs = [outputs]
-        means, squares = [], []
-        for layer, output in zip(layers, outputs, strict=True):
-            axes = _reduction_axes(layer, len(output.shape))
-            value = tf.cast(output, tf.float32)
-            means.append(tf.reduce_mean(value, axis=axes))
-            squares.append(tf.reduce_mean(tf.square(value), axis=axes))
-        return means, squares
 
-    total = 0
-    sum_mean = [np.zeros(layer.moving_mean.shape, np.float64) for layer in layers]
-    sum_square = [np.zeros(layer.moving_mean.shape, np.float64) for layer in layers]
-    for images, _ in dataset:
-        count = int(images.shape[0])
-        means, squares = moments(images)
-        for index in range(len(layers)):
-            sum_mean[index] += count * means[index].numpy().astype(np.float64)
-            sum_square[index] += count * squares[index].numpy().astype(np.float64)
-        total += count
-    # the probe ran in training mode, which also moved the statistics: put exact ones in place
-    for index, layer in enumerate(layers):
-        if total == 0:
-            layer.moving_mean.assign(saved[index][0])
-            layer.moving_variance.assign(saved[index][1])
-            continue
-        mean = sum_mean[index] / total
-        variance = np.maximum(sum_square[index] / total - mean**2, 0.0)
-        layer.moving_mean.assign(mean.astype(np.float32))
-        layer.moving_variance.assign(variance.astype(np.float32))
-    return len(layers) if total else 0
+class StatisticsPass:
+    """One compiled pass that measures the per-channel moments of each layer's input.
+
+    The probe returns every layer's moments in one vector, so a batch costs one call and one
+    copy out of the graph; the batch dimension is left open, so a short last batch reuses it.
+    """
+
+    def __init__(self, model: Any, layers: list[Any]) -> None:
+        keras = runtime.keras()
+        backbone = model.get_layer(BACKBONE_LAYER_NAME)
+        self.preprocess = model.get_layer(PREPROCESS_LAYER_NAME)
+        self.layers = layers
+        self.probe = keras.Model(backbone.inputs, [layer.input for layer in layers])
+        self.sizes = [int(np.prod(layer.moving_mean.shape)) for layer in layers]
+        self.function: Any = None
+        self.signature: Any = None
+
+    def _compile(self, spec: Any) -> Any:
+        tf = runtime.tf()
+        signature = tf.TensorSpec([None, *spec.shape[1:]], spec.dtype)
+        if self.function is not None and self.signature == signature:
+            return self.function
+        layers, probe, preprocess = self.layers, self.probe, self.preprocess
+
+        @tf.function(input_signature=[signature])
+        def moments(images: Any) -> Any:
+            outputs = probe(preprocess(images), training=True)
+            if not isinstance(outputs, list | tuple):
+                outputs = [outputs]
+            means, squares = [], []
+            for layer, output in zip(layers, outputs, strict=True):
+                axes = _reduction_axes(layer, len(output.shape))
+                value = tf.cast(output, tf.float32)
+                means.append(tf.reshape(tf.reduce_mean(value, axis=axes), [-1]))
+                squares.append(tf.reshape(tf.reduce_mean(tf.square(value), axis=axes), [-1]))
+            return tf.concat(means + squares, axis=0)
+
+        self.function, self.signature = moments, signature
+        return moments
+
+    def run(self, dataset: Any) -> int:
+        images_spec = dataset.element_spec[0]
+        moments = self._compile(images_spec)
+        saved = [
+            (layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in self.layers
+        ]
+        total = 0
+        sums = np.zeros(2 * sum(self.sizes), np.float64)
+        for images, _ in dataset:
+            count = int(images.shape[0])
+            sums += count * moments(images).numpy().astype(np.float64)
+            total += count
+        # the probe ran in training mode, which also moved the statistics: put exact ones in place
+        offsets = np.cumsum([0, *self.sizes])
+        half = offsets[-1]
+        for index, layer in enumerate(self.layers):
+            if total == 0:
+                layer.moving_mean.assign(saved[index][0])
+                layer.moving_variance.assign(saved[index][1])
+                continue
+            start, end = offsets[index], offsets[index + 1]
+            mean = sums[start:end] / total
+            variance = np.maximum(sums[half + start : half + end] / total - mean**2, 0.0)
+            shape = layer.moving_mean.shape
+            layer.moving_mean.assign(mean.reshape(shape).astype(np.float32))
+            layer.moving_variance.assign(variance.reshape(shape).astype(np.float32))
+        return len(self.layers) if total else 0
 
 
 def _reduction_axes(layer: Any, rank: int) -> list[int]:
     channel_axes = layer.axis if isinstance(layer.axis, list | tuple) else [layer.axis]
     channel_axes = [axis % rank for axis in channel_axes]
     return [axis for axis in range(rank) if axis not in channel_axes]
+
+
+def statistics_images(data: DataBundle, at_most: int) -> Any:
+    """The training images the statistics are measured on, in batches, not augmented: all of
+    them, or `at_most` chosen by the data's seed (class-balanced), the same on every call.
+
+    A few thousand images estimate the population statistics well (Wu & Johnson 2021,
+    "Rethinking 'Batch' in BatchNorm", precise BN); kept in memory when they fit the decode
+    cache's budget, so a pass after every epoch decodes them once.
+    """
+    examples = splits.limit(data.examples["train"], at_most, data.seed + 5)
+    dataset = pipeline.make_dataset(
+        examples,
+        data.image_size,
+        data.batch_size,
+        data.num_classes,
+        skip_unreadable=data.audit is not None,
+    )
+    if examples.paths is not None and pipeline.decode_cache_fits(len(examples), data.image_size):
+        dataset = dataset.cache()
+    return dataset

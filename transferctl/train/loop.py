@@ -23,7 +23,12 @@ from transferctl import rundir, runtime
 from transferctl.config.schema import Model, Phase, Train
 from transferctl.data import DataBundle
 from transferctl.errors import TrainingFailed
-from transferctl.model.batchnorm import recompute_statistics
+from transferctl.model.batchnorm import (
+    EPOCH_STATISTICS_IMAGES,
+    PHASE_STATISTICS_IMAGES,
+    recompute_statistics,
+    statistics_images,
+)
 from transferctl.model.freezing import apply_freeze, frozen_indices, release_top
 from transferctl.train import callbacks as cb
 from transferctl.train import checkpoint, head_start, layer_rates, unfreeze
@@ -101,6 +106,8 @@ def train(
     stopping = train_config.early_stopping
     monitor = stopping.monitor if stopping else ("val_loss" if has_val else "loss")
     total_epochs = sum(phase.epochs for phase in train_config.phases)
+    # where BatchNorm trains, its statistics before each validation: one fixed sample, decoded once
+    epoch_images = statistics_images(data, EPOCH_STATISTICS_IMAGES)
 
     for index, phase in enumerate(train_config.phases):
         if index < state.phase_index:
@@ -169,7 +176,7 @@ def train(
         batchnorm_trains = report.trainable_batchnorm_layers > 0
 
         def batchnorm_images() -> Any:
-            return data.plain("train")
+            return epoch_images
 
         best = cb.BestWeights(monitor, state.best_value, state.best_epoch, best_weights)
         best.set_model(fit_model)  # restore() may run with no fit: killed right after a phase
@@ -303,10 +310,9 @@ def train(
             # transferctl's (model.keras must hold plain Keras): compile the model plainly
             compile_model(model, train_config, phase.learning_rate, steps, data.num_classes)
         recomputed = 0
-        if batchnorm_trains and (not has_val or best_epoch is None):
-            recomputed = recompute_statistics(model, batchnorm_images())
-        elif batchnorm_trains:
-            recomputed = report.trainable_batchnorm_layers
+        if batchnorm_trains:  # the saved model's: over more images than each epoch's
+            images = statistics_images(data, PHASE_STATISTICS_IMAGES)
+            recomputed = recompute_statistics(model, images)
         state.phases_done.append(
             {
                 "name": phase.label,
