@@ -6,7 +6,7 @@ EXIF orientation: files that carry one (`Examples.orientation`, found by the fol
 turned upright in the graph before resizing, as Pillow's `ImageOps.exif_transpose` does.
 
 The training images of a folder are decoded and resized once and kept in memory after the first
-epoch when they fit a budget (`decode_cache_fits`; `TRANSFERCTL_DECODE_CACHE_MB`, default 256):
+epoch when they fit a budget (`decode_cache_fits`; `TRANSFERCTL_DECODE_CACHE_MB`, default 128):
 later epochs then only shuffle, augment and batch. Evaluation sets are read as they stream.
 """
 
@@ -97,7 +97,7 @@ def make_dataset(
     return dataset.map(finish, num_parallel_calls=autotune).prefetch(autotune)
 
 
-DECODE_CACHE_MIB = 256  # default memory budget of the decoded training images
+DECODE_CACHE_MIB = 128  # default memory budget of the decoded training images (bench/memory.py)
 DECODE_CACHE_ENV = "TRANSFERCTL_DECODE_CACHE_MB"
 
 

@@ -141,13 +141,16 @@ def _reduction_axes(layer: Any, rank: int) -> list[int]:
     return [axis for axis in range(rank) if axis not in channel_axes]
 
 
-def statistics_images(data: DataBundle, at_most: int) -> Any:
+def statistics_images(data: DataBundle, at_most: int, *, cache: bool = False) -> Any:
     """The training images the statistics are measured on, in batches, not augmented: all of
     them, or `at_most` chosen by the data's seed (class-balanced), the same on every call.
 
     A few thousand images estimate the population statistics well (Wu & Johnson 2021,
-    "Rethinking 'Batch' in BatchNorm", precise BN); kept in memory when they fit the decode
-    cache's budget, so a pass after every epoch decodes them once.
+    "Rethinking 'Batch' in BatchNorm", precise BN).
+
+    Args:
+        cache: keep the decoded images in memory when they fit the decode cache's budget (a
+            sample read after every epoch). Defaults to `False`.
     """
     examples = splits.limit(data.examples["train"], at_most, data.seed + 5)
     dataset = pipeline.make_dataset(
@@ -157,6 +160,7 @@ def statistics_images(data: DataBundle, at_most: int) -> Any:
         data.num_classes,
         skip_unreadable=data.audit is not None,
     )
-    if examples.paths is not None and pipeline.decode_cache_fits(len(examples), data.image_size):
+    fits = pipeline.decode_cache_fits(len(examples), data.image_size)
+    if cache and examples.paths is not None and fits:
         dataset = dataset.cache()
     return dataset

@@ -107,7 +107,7 @@ def train(
     monitor = stopping.monitor if stopping else ("val_loss" if has_val else "loss")
     total_epochs = sum(phase.epochs for phase in train_config.phases)
     # where BatchNorm trains, its statistics before each validation: one fixed sample, decoded once
-    epoch_images = statistics_images(data, EPOCH_STATISTICS_IMAGES)
+    epoch_images = statistics_images(data, EPOCH_STATISTICS_IMAGES, cache=True)
 
     for index, phase in enumerate(train_config.phases):
         if index < state.phase_index:
