@@ -72,4 +72,6 @@ def test_from_scratch_inference_matches_batch_statistics(cli, tmp_path: Path) ->
     total = len(truth)
     inference, batch_stats = correct_inference / total, correct_batch_stats / total
     assert batch_stats > 0.5, (inference, batch_stats)  # it must have learned something
-    assert abs(inference - batch_stats) <= 0.02, (inference, batch_stats)
+    # the trap is inference mode far below batch statistics (stale moving averages: 10% vs
+    # 90%); inference mode scoring higher than batch statistics over one split is no fault
+    assert inference >= batch_stats - 0.02, (inference, batch_stats)
