@@ -424,8 +424,8 @@ def write(
         "split; the student is the few-label scratch model (25 labelled images, "
         "`distilled.yaml` = `scratch.yaml` plus `distill: {teacher: {run: teacher}, "
         "temperature: 4.0, alpha: 0.9}`), trained on the teacher's softened outputs for its "
-        "25 images. The teacher is cheaper to ask than to label for: it never gives the "
-        "student another image.",
+        "25 images: the student sees no other image, the teacher only adds what it thinks of "
+        "those 25.",
         "",
         *markdown_table(table, DISTILLATION),
         "",

@@ -282,13 +282,21 @@ def _write_json(path: Path, value: object) -> None:
 
 
 def _commit() -> str:
-    """The checkout's commit, and whether transferctl or results/ differ from it."""
+    """The checkout's commit, and whether tracked files of transferctl or results/ differ."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
         ).stdout.strip()
         changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", "transferctl", "results"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "transferctl",
+                "results",
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
