@@ -170,7 +170,7 @@ def _train(
         teacher = distill.load_teacher(config.distill, data.class_names)
     if state is None:
         target = config.output.runs_dir if run_dir is None else run_dir
-        _check_disk_space(target, model.count_params(), "--run-dir" if run_dir else None)
+        check_disk_space(target, model.count_params(), "--run-dir" if run_dir else None)
         if run_dir is not None and (run_dir / rundir.CONFIG).is_file():
             path = run_dir.resolve()  # resumed before its first checkpoint: start it again
         else:
@@ -255,7 +255,7 @@ def _write_run_files(
 ) -> None:
     rundir.write_text(path / rundir.CONFIG, dump_config(config))
     rundir.write_text(path / rundir.LABELS, "".join(f"{name}\n" for name in data.class_names))
-    rundir.write_json(path / rundir.ENV, _environment(on, config))
+    rundir.write_json(path / rundir.ENV, environment(on, config))
     _print_audit_findings(data, console)
     if data.bad_files:
         rundir.write_text(
@@ -294,7 +294,7 @@ def _mark_finished(path: Path) -> None:
     checkpoint.commit(path / rundir.CHECKPOINTS, state)
 
 
-def _check_disk_space(target: Path, parameters: int, where: str | None = None) -> None:
+def check_disk_space(target: Path, parameters: int, where: str | None = None) -> None:
     """A run keeps the model and up to three checkpoints (weights + optimizer slots).
 
     Args:
@@ -321,7 +321,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def _environment(on: runtime.Device, config: Config) -> dict[str, Any]:
+def environment(on: runtime.Device, config: Config) -> dict[str, Any]:
     import os
     import platform
 

@@ -160,7 +160,7 @@ def _train(
     *,
     resuming: bool,
 ) -> PretrainResult:
-    from transferctl.pipeline import _check_disk_space, _environment
+    from transferctl.pipeline import check_disk_space, environment
     from transferctl.pretrain.autoencoder import build_autoencoder, encoder_model
     from transferctl.pretrain.training import train_autoencoder
 
@@ -188,10 +188,10 @@ def _train(
         path = run_dir
     else:
         target = config.output.runs_dir if run_dir is None else run_dir
-        _check_disk_space(target, model.count_params(), "--run-dir" if run_dir else None)
+        check_disk_space(target, model.count_params(), "--run-dir" if run_dir else None)
         path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
         rundir.write_text(path / rundir.CONFIG, dump_config(config))
-        rundir.write_json(path / rundir.ENV, {"kind": KIND, **_environment(on, config)})
+        rundir.write_json(path / rundir.ENV, {"kind": KIND, **environment(on, config)})
         if data.bad_files:
             rundir.write_text(
                 path / rundir.BAD_FILES, "".join(f"{f}\t{why}\n" for f, why in data.bad_files)
