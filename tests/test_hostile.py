@@ -659,3 +659,37 @@ def test_evaluate_with_thousands_of_classes_writes_its_metrics(
     assert not (written / "confusion_matrix.png").exists()
     assert "1,500 classes: no confusion_matrix.csv or confusion_matrix.png" in result.stderr
     assert time.monotonic() - started < 120
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. what a run reads of another run, or of its training images, is bounded too
+# ----------------------------------------------------------------------------------------------
+
+
+def test_export_sample_skips_a_training_image_turned_into_a_named_pipe(tmp_path: Path) -> None:
+    """The parity sample re-reads training images: one replaced by a FIFO is skipped, no hang."""
+    from types import SimpleNamespace
+
+    from transferctl.export import source
+
+    good = save_image(tmp_path / "good.png")
+    pipe = make_fifo(tmp_path / "pipe.png")
+    examples = SimpleNamespace(images=None, paths=[str(good), str(pipe)])
+    started = time.monotonic()
+    decoded = source._decode(examples, 0)
+    assert decoded is not None and decoded[0].shape == (24, 24, 3)
+    assert source._decode(examples, 1) is None
+    assert time.monotonic() - started < HANG_LIMIT
+
+
+def test_a_source_run_whose_config_is_an_alias_bomb_is_refused(tmp_path: Path) -> None:
+    """`model.weights: RUN_DIR` reads that run's config.yaml through the bounded reader."""
+    run = make_run(tmp_path / "source", DIGITS)
+    (run / "config.yaml").write_text(ALIAS_BOMB)
+    config = tiny_config(model={"weights": str(run)}, output={"runs_dir": str(tmp_path / "runs")})
+    config["data"] = {"source": "digits", "image_size": [32, 32], "limit": 40}
+    path = write_config(tmp_path / "target.yaml", config)
+    code, _, err, _ = run_measured(["finetune", str(path), "--quiet"], timeout=HANG_LIMIT)
+    assert code == 2, err
+    assert f"error: {run / 'config.yaml'} line 6 column 4: too large" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

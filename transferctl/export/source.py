@@ -18,6 +18,7 @@ from transferctl import rundir, runtime
 from transferctl.config.loader import load_config
 from transferctl.config.schema import Config
 from transferctl.errors import UserError
+from transferctl.files import NotReadable, read_regular
 
 PARITY_IMAGES = 100
 CALIBRATION_IMAGES = 300
@@ -160,10 +161,9 @@ def _decode(examples: Any, index: int) -> tuple[np.ndarray, bytes] | None:
             image = np.repeat(image[..., None], 3, axis=-1)
         return image, bytes(tf.io.encode_png(image).numpy())
     try:
-        with open(str(examples.paths[index]), "rb") as handle:
-            file_bytes = handle.read()
+        file_bytes = read_regular(Path(examples.paths[index]))  # never blocks on a FIFO
         image = tf.io.decode_image(file_bytes, channels=3, expand_animations=False)
-    except (OSError, tf.errors.OpError):
+    except (NotReadable, tf.errors.OpError):
         return None
     return np.asarray(image), file_bytes
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from transferctl import runtime
 from transferctl.backbones import BackboneSpec
+from transferctl.config import bounded_yaml
 from transferctl.downloads import bounded_download
 from transferctl.errors import UserError
 
@@ -77,7 +76,9 @@ def _check_run_backbone(run_dir: Path, spec: BackboneSpec) -> None:
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         return
-    saved = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    saved = bounded_yaml.load_file(config_file) or {}  # a run's file: bounded like any config
+    if not isinstance(saved, dict):
+        raise UserError(str(config_file), "is not a transferctl config", "check the run directory")
     used = str((saved.get("model") or {}).get("backbone", ""))
     if used and used != spec.name:
         raise UserError(
