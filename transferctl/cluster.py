@@ -1,0 +1,291 @@
+"""Several machines training one run: TF_CONFIG, the wait for peers, and where each worker writes.
+
+The same `transferctl finetune config.yaml --run-dir DIR` runs on every worker, each with its own
+`TF_CONFIG` (what Kubernetes operators and Slurm resolvers write):
+
+    {"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 0}}
+
+`from_env` parses and checks it (a mistake: `UserError("TF_CONFIG", ...)`, exit 2, before
+TensorFlow starts). The chief (task type `chief`, or worker 0 when there is no chief) alone
+writes the run directory; the others write into a private temporary folder removed at exit.
+
+`make_strategy` builds `MultiWorkerMirroredStrategy` and then waits for every peer, at most
+`TRANSFERCTL_PEER_TIMEOUT` seconds (default 300: pods of one job are usually scheduled within a
+minute or two, and a cluster that is not complete after five minutes is better reported than
+waited for). TensorFlow itself waits forever and ignores SIGTERM meanwhile (KERAS-NOTES), so the
+bound is a watchdog thread: past it, one error line naming the peers that never answered a TCP
+connection, and `os._exit(2)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from transferctl.errors import EXIT_BAD_INPUT, UserError, quote
+
+VARIABLE = "TF_CONFIG"
+PEER_TIMEOUT_VARIABLE = "TRANSFERCTL_PEER_TIMEOUT"
+DEFAULT_PEER_TIMEOUT = 300.0
+JOBS = ("chief", "worker")  # the task types MultiWorkerMirroredStrategy trains with
+FIX = "set TF_CONFIG to JSON like " + json.dumps(
+    {"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 0}}
+)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster TF_CONFIG describes, and this process's place in it."""
+
+    jobs: Mapping[str, tuple[str, ...]]  # task type -> addresses (host:port), in index order
+    task_type: str
+    task_index: int
+
+    @property
+    def address(self) -> str:
+        return self.jobs[self.task_type][self.task_index]
+
+    @property
+    def is_chief(self) -> bool:
+        """The one worker that writes the run directory: the chief, or worker 0 without one."""
+        if "chief" in self.jobs:
+            return self.task_type == "chief"
+        return self.task_type == "worker" and self.task_index == 0
+
+    @property
+    def num_workers(self) -> int:
+        """Every process that trains (the chief included)."""
+        return sum(len(self.jobs.get(job, ())) for job in JOBS)
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        X
+        return tuple(
+            address
+            for job in JOBS
+            for index, address in enumerate(self.jobs.get(job, ()))
+            if (job, index) != (self.task_type, self.task_index)
+        )
+
+    def name(self) -> str:
+        return f"{self.task_type} {self.task_index} ({self.address})"
+
+
+def _fail(what: str, fix: str = FIX) -> UserError:
+    return UserError(VARIABLE, what, fix)
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Cluster | None:
+    """The cluster of `TF_CONFIG`, or None when it is unset or empty. TF-free.
+
+    Raises:
+        UserError: malformed JSON, no `cluster` or `task`, an unknown task type, an index out of
+            range, an address that is not `host:port`, the same address twice.
+    """
+    raw = (os.environ if environ is None else environ).get(VARIABLE, "").strip()
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+    except ValueError as error:
+        raise _fail(f"not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise _fail(f"expected a JSON object with `cluster` and `task`; got {quote(config)}")
+    jobs = _jobs(config.get("cluster"))
+    task_type, task_index = _task(config.get("task"), jobs)
+    return Cluster(jobs, task_type, task_index)
+
+
+def _jobs(cluster: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(cluster, dict) or not cluster:
+        raise _fail(
+            "`cluster` is missing or empty; it maps task types (chief, worker) to lists of "
+            "host:port addresses"
+        )
+    unknown = sorted(set(cluster) - set(JOBS))
+    if unknown:
+        raise _fail(
+            f"cluster has task type(s) {', '.join(map(quote, unknown))}; multi-worker training "
+            "takes `chief` and `worker` only (no parameter servers or evaluators)",
+            "list every training process under `worker` (and at most one under `chief`)",
+        )
+    jobs: dict[str, tuple[str, ...]] = {}
+    for job, addresses in cluster.items():
+        if isinstance(addresses, dict):  # TF's sparse form {index: address}
+            addresses = _dense(job, addresses)
+        if not isinstance(addresses, list) or not addresses:
+            raise _fail(f"cluster.{job} must be a non-empty list of host:port addresses")
+        jobs[job] = tuple(_address(f"cluster.{job}[{i}]", a) for i, a in enumerate(addresses))
+    if len(jobs.get("chief", ())) > 1:
+        raise _fail(f"cluster.chief lists {len(jobs['chief'])} addresses; at most one chief")
+    seen: dict[str, str] = {}
+    for job, addresses in jobs.items():
+        for index, address in enumerate(addresses):
+            if address in seen:
+                raise _fail(
+                    f"{address} is listed twice ({seen[address]} and {job}[{index}])",
+                    "give every worker its own host:port",
+                )
+            seen[address] = f"{job}[{index}]"
+    return jobs
+
+
+def _dense(job: str, addresses: dict[Any, Any]) -> list[Any]:
+    try:
+        by_index = {int(key): value for key, value in addresses.items()}
+    except (TypeError, ValueError):
+        raise _fail(f"cluster.{job} has a non-numeric index") from None
+    if sorted(by_index) != list(range(len(by_index))):
+        raise _fail(f"cluster.{job} indices must be 0..{len(by_index) - 1}")
+    return [by_index[index] for index in range(len(by_index))]
+
+
+def _address(where: str, address: Any) -> str:
+    if not isinstance(address, str):
+        raise _fail(f"{where} must be a host:port string; got {quote(address)}")
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    valid_port = port.isdigit() and 1 <= int(port) <= 65535
+    if not host or not valid_port or any(c.isspace() or c in "/@" for c in host):
+        raise _fail(
+            f"{where} is {quote(address)}, not host:port (a host name or IP and a port 1-65535)"
+        )
+    return address
+
+
+def _task(task: Any, jobs: Mapping[str, tuple[str, ...]]) -> tuple[str, int]:
+    if not isinstance(task, dict):
+        raise _fail('`task` is missing; it names this process: {"type": ..., "index": ...}')
+    task_type, index = task.get("type"), task.get("index", 0)
+    if not isinstance(task_type, str) or task_type not in jobs:
+        raise _fail(
+            f"task.type is {quote(task_type)}; the cluster has {', '.join(sorted(jobs))}",
+            "set task.type to one of the cluster's task types",
+        )
+    if isinstance(index, str) and index.isdigit():
+        index = int(index)
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise _fail(f"task.index must be a whole number; got {quote(index)}")
+    count = len(jobs[task_type])
+    if not 0 <= index < count:
+        raise _fail(
+            f"task.index {index} is out of range: cluster.{task_type} has {count} "
+            f"address(es) (indices 0..{count - 1})",
+            "give each process its own index, from 0",
+        )
+    return task_type, index
+
+
+def peer_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds to wait for every peer (`TRANSFERCTL_PEER_TIMEOUT`, default 300).
+
+    Raises:
+        UserError: not a positive number.
+    """
+    raw = (os.environ if environ is None else environ).get(PEER_TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_PEER_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise UserError(
+            PEER_TIMEOUT_VARIABLE,
+            f"expected a positive number of seconds; got {quote(raw)}",
+            f"set e.g. {PEER_TIMEOUT_VARIABLE}=300, or unset it (default {DEFAULT_PEER_TIMEOUT:g})",
+        )
+    return seconds
+
+
+def unreachable(addresses: tuple[str, ...], seconds: float = 1.0) -> list[str]:
+    """The addresses nobody accepts a TCP connection on (a peer that never started)."""
+    missing = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
+                pass
+        except OSError:
+            missing.append(address)
+    return missing
+
+
+class Watchdog:
+    """Ends the process with exit 2 unless `done()` is called within `seconds`.
+
+    TensorFlow's wait for peers holds the GIL-free C++ side and ignores signals; a daemon thread
+    still runs, prints the one error line and leaves with `os._exit` (no clean-up can run then:
+    callers must not hold anything that needs one).
+    """
+
+    def __init__(self, cluster: Cluster, seconds: float, activity: str) -> None:
+        self.cluster, self.seconds, self.activity = cluster, seconds, activity
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="peer-watchdog", daemon=True)
+
+    def start(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def done(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        if self._done.wait(self.seconds):
+            return
+        missing = unreachable(self.cluster.peers)
+        who = (
+            f"peer(s) {', '.join(missing)} never came"
+            if missing
+            else f"every peer ({', '.join(self.cluster.peers)}) accepts connections, but not all "
+            "joined the cluster"
+        )
+        error = UserError(
+            PEER_TIMEOUT_VARIABLE,
+            f"{self.cluster.name()} waited {self.seconds:g} s {self.activity}: {who}",
+            "start the same command on every worker with its own TF_CONFIG, check the "
+            f"addresses and the network, or raise {PEER_TIMEOUT_VARIABLE}",
+        )
+        print(f"error: {error.line()}", file=sys.stderr, flush=True)
+        os._exit(EXIT_BAD_INPUT)
+
+
+def make_strategy(cluster: Cluster | None) -> Any:
+    """`MultiWorkerMirroredStrategy` for `cluster`, with every peer present, and Keras's fit
+    made to work under it (`transferctl.keras_multiworker`).
+
+    Raises:
+        UserError: no cluster, or a bad TRANSFERCTL_PEER_TIMEOUT; exit 2 (from the watchdog)
+            when peers do not all come within it.
+    """
+    if cluster is None:
+        cluster = from_env()
+    if cluster is None:
+        raise UserError(VARIABLE, "multi-worker training needs TF_CONFIG; it is not set", FIX)
+    seconds = peer_timeout()
+    from transferctl import keras_multiworker, runtime
+
+    tf = runtime.tf()
+    keras_multiworker.apply()
+    watchdog = Watchdog(cluster, seconds, "for its peers").start()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    barrier(strategy)
+    watchdog.done()
+    return strategy
+
+
+def barrier(strategy: Any) -> None:
+    """Return once every worker has reached this point (an all-reduce of one number)."""
+    from transferctl import runtime
+
+    tf = runtime.tf()
+    one = strategy.run(lambda: tf.constant(1.0))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, one, axis=None)
