@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import backbones, rundir, runlock, runtime
+from transferctl import backbones, distribution, rundir, runlock, runtime
 from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config
 from transferctl.data import DataBundle, load_data
@@ -134,13 +134,27 @@ def _train(
     console: Console | None,
     unsafe: bool,
 ) -> FinetuneResult:
+    """Everything that builds variables or runs a model, under the distribution's one scope."""
+    spread = distribution.setup(config.runtime, config.data.batch_size)  # before TF's devices
+    with spread.scope():
+        return _train_in_scope(config, state, run_dir, console, unsafe, spread)
+
+
+def _train_in_scope(
+    config: Config,
+    state: Any,
+    run_dir: Path | None,
+    console: Console | None,
+    unsafe: bool,
+    spread: distribution.Distribution,
+) -> FinetuneResult:
     on = runtime.device()
     runtime.set_precision(runtime.precision_policy(config.train.mixed_precision, on))
     runtime.set_seed(config.seed)
     if config.train.deterministic:
         runtime.tf().config.experimental.enable_op_determinism()
 
-    data = load_data(config.data, config.seed)
+    data = load_data(config.data, config.seed, replicas=spread.replicas)
     spec = backbones.get(config.model.backbone)
 
     from transferctl.model.classifier import build_classifier
@@ -175,7 +189,7 @@ def _train(
             path = run_dir.resolve()  # resumed before its first checkpoint: start it again
         else:
             path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
-        _write_run_files(path, config, data, on, console)
+        _write_run_files(path, config, data, on, console, spread)
     else:
         assert run_dir is not None
         path = run_dir
@@ -185,7 +199,8 @@ def _train(
             f"run directory [bold]{path}[/]\n{spec.name} at {config.image_size[0]}x"
             f"{config.image_size[1]}, weights {config.model.weights}, {data.num_classes} classes; "
             f"train {data.count('train')}, val {data.count('val')}, test {data.count('test')} "
-            f"images; {on.describe()}, {runtime.keras().mixed_precision.global_policy().name}",
+            f"images; {on.describe()}, {runtime.keras().mixed_precision.global_policy().name}"
+            + (f"; {spread.describe()}" if spread.distributed else ""),
             highlight=False,
         )
         if teacher is not None:
@@ -203,7 +218,7 @@ def _train(
             backbone,
             data,
             config.model,
-            config.train,
+            spread.scaled_train(config.train),  # runtime.lr_scaling
             path,
             console,
             resume=state,
@@ -251,11 +266,16 @@ def final_metrics(model: Any, data: DataBundle) -> dict[str, Any]:
 
 
 def _write_run_files(
-    path: Path, config: Config, data: DataBundle, on: runtime.Device, console: Console | None
+    path: Path,
+    config: Config,
+    data: DataBundle,
+    on: runtime.Device,
+    console: Console | None,
+    spread: distribution.Distribution,
 ) -> None:
     rundir.write_text(path / rundir.CONFIG, dump_config(config))
     rundir.write_text(path / rundir.LABELS, "".join(f"{name}\n" for name in data.class_names))
-    rundir.write_json(path / rundir.ENV, environment(on, config))
+    rundir.write_json(path / rundir.ENV, environment(on, config, spread))
     _print_audit_findings(data, console)
     if data.bad_files:
         rundir.write_text(
@@ -321,14 +341,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def environment(on: runtime.Device, config: Config) -> dict[str, Any]:
+def environment(
+    on: runtime.Device, config: Config, spread: distribution.Distribution | None = None
+) -> dict[str, Any]:
+    """env.json: versions, device, distribution (`spread`; one device when None), and more."""
     import os
     import platform
 
     tf = runtime.tf()
+    if spread is None:
+        spread = distribution.single_device(config.data.batch_size, config.runtime.lr_scaling)
     return {
         **runtime.versions(),
         "device": {"kind": on.kind, "names": list(on.names)},
+        "distribution": spread.record(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "precision_policy": runtime.keras().mixed_precision.global_policy().name,

@@ -354,6 +354,27 @@ class Output(Section):
 
 
 # ----------------------------------------------------------------------------------------------
+# runtime: how training is spread over devices (transferctl/distribution.py decides and builds)
+# ----------------------------------------------------------------------------------------------
+
+
+class Runtime(Section):
+    """Distribution over devices; `data.batch_size` is per replica.
+
+    distribution: `auto` is multi_worker when TF_CONFIG names more than one worker, mirrored
+    when more than one GPU is visible (or TRANSFERCTL_CPU_DEVICES splits the CPU), else none
+    (one device, the default strategy). The global batch is batch_size x replicas.
+    lr_scaling: `none` (the default) keeps every configured learning rate as written: they are
+    tuned per config for transfer (mostly Adam, small fine-tuning rates), and Adam's step does
+    not grow with the batch the way SGD's does. `linear` multiplies them by the number of
+    replicas (Goyal et al. 2017's rule for SGD at large batch, with the same per-replica batch).
+    """
+
+    distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    lr_scaling: Literal["none", "linear"] = "none"
+
+
+# ----------------------------------------------------------------------------------------------
 # distill
 # ----------------------------------------------------------------------------------------------
 
@@ -424,6 +445,7 @@ class Config(Section):
     model: Model = Model()
     train: Train = Train()
     output: Output = Output()
+    runtime: Runtime = Runtime()
     pretrain: Pretrain | None = None  # `transferctl pretrain` uses the defaults when null
     distill: Distill | None = None
 

@@ -24,7 +24,7 @@ class DataBundle:
     class_names: list[str]
     examples: dict[str, Examples]
     image_size: tuple[int, int]
-    batch_size: int
+    batch_size: int  # the global batch: data.batch_size x replicas (`load_data`)
     seed: int
     augment_config: Any
     # files found but not used, with the reason (data.on_bad_file: skip): path, reason
@@ -93,7 +93,9 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
     return weights
 
 
-def load_data(config: Data, seed: int, *, unlabelled: bool = False) -> DataBundle:
+def load_data(
+    config: Data, seed: int, *, unlabelled: bool = False, replicas: int = 1
+) -> DataBundle:
     """The data stage: the `data` section in, a `DataBundle` out.
 
     `data.classes` keeps those classes (labels 0..K-1 in that order) before the splits are
@@ -104,6 +106,9 @@ def load_data(config: Data, seed: int, *, unlabelled: bool = False) -> DataBundl
         unlabelled: labels will be ignored (`transferctl pretrain`): a folder without
             `data.classes` may then hold its images with or without class sub-folders, all
             in one class. Digits and CIFAR keep their labels. Defaults to `False`.
+        replicas: replicas training in sync (`transferctl.distribution`): `data.batch_size` is
+            per replica, so the bundle's batches are `batch_size x replicas` (the global batch
+            `fit` gets and the strategy splits). Defaults to `1`.
 
     Example:
         bundle = load_data(config.data, config.seed)
@@ -149,7 +154,7 @@ def load_data(config: Data, seed: int, *, unlabelled: bool = False) -> DataBundl
         class_names=class_names,
         examples=examples,
         image_size=config.image_size,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size * replicas,
         seed=seed,
         augment_config=config.augment,
         bad_files=[] if scanned is None else scanned.skipped,

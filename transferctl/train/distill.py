@@ -199,10 +199,14 @@ class Distiller(Model):
         soft = soft_loss(taught, log_probabilities(y_pred), self.teacher.temperature)
         if sample_weight is not None:
             soft = soft * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        # under tf.distribute Keras divides each replica's loss (and the penalties) by the
+        # replicas, whose gradients are then summed: the soft term must be divided the same way
+        replicas = float(tf.distribute.get_strategy().num_replicas_in_sync)
         penalties = tf.add_n([tf.cast(tf.reduce_sum(p), tf.float32) for p in self.losses] or [0.0])
+        penalties = penalties / replicas
         hard = tf.cast(loss, tf.float32) - penalties
         alpha = self.teacher.alpha
-        return alpha * tf.reduce_mean(soft) + (1.0 - alpha) * hard + penalties
+        return alpha * tf.reduce_mean(soft) / replicas + (1.0 - alpha) * hard + penalties
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Any:
         """The wrapped model's layer: code written for the classifier (BatchNorm statistics)
