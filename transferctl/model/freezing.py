@@ -21,6 +21,7 @@ from typing import Any
 from transferctl import runtime
 from transferctl.config.schema import Freeze
 from transferctl.errors import UserError, quote
+from transferctl.model.classifier import FEATURE_NORM_NAME
 from transferctl.model.preprocess import LAYER_NAME as PREPROCESS_LAYER_NAME
 
 LAYER_NAMES_HINT = (
@@ -137,8 +138,10 @@ def apply_freeze(
     if backbone_frozen:
         backbone.trainable = False
     for layer in model.layers:
-        if layer is not backbone and layer.name != PREPROCESS_LAYER_NAME:
+        if layer is not backbone and layer.name not in (PREPROCESS_LAYER_NAME, FEATURE_NORM_NAME):
             layer.trainable = True  # the head; the preprocessing constants never train
+    # feature_norm stays frozen, in inference mode: it standardises with the statistics set
+    # from the features, not each batch's (per replica under tf.distribute)
     return FreezeReport(
         frozen_layers=len(frozen),
         trainable_layers=len(backbone.layers) - len(frozen),
