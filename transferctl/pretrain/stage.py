@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import backbones, rundir, runlock, runtime
+from transferctl import backbones, distribution, rundir, runlock, runtime
 from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config, Pretrain
 from transferctl.data import DataBundle, load_data
@@ -160,6 +160,21 @@ def _train(
     *,
     resuming: bool,
 ) -> PretrainResult:
+    """Everything that builds variables or runs a model, under the distribution's one scope."""
+    spread = distribution.setup(config.runtime, config.data.batch_size)  # before TF's devices
+    with spread.scope():
+        return _train_in_scope(config, state, run_dir, console, unsafe, resuming, spread)
+
+
+def _train_in_scope(
+    config: Config,
+    state: Any,
+    run_dir: Path | None,
+    console: Console | None,
+    unsafe: bool,
+    resuming: bool,
+    spread: distribution.Distribution,
+) -> PretrainResult:
     from transferctl.pipeline import check_disk_space, environment
     from transferctl.pretrain.autoencoder import build_autoencoder, encoder_model
     from transferctl.pretrain.training import train_autoencoder
@@ -171,7 +186,7 @@ def _train(
     if config.train.deterministic:
         runtime.tf().config.experimental.enable_op_determinism()
 
-    data = load_data(config.data, config.seed, unlabelled=True)
+    data = load_data(config.data, config.seed, unlabelled=True, replicas=spread.replicas)
     spec = backbones.get(config.model.backbone)
     # starting weights only when there is no checkpoint yet (as finetune)
     has_checkpoint = state is not None and state.weights is not None
@@ -191,7 +206,7 @@ def _train(
         check_disk_space(target, model.count_params(), "--run-dir" if run_dir else None)
         path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
         rundir.write_text(path / rundir.CONFIG, dump_config(config))
-        rundir.write_json(path / rundir.ENV, {"kind": KIND, **environment(on, config)})
+        rundir.write_json(path / rundir.ENV, {"kind": KIND, **environment(on, config, spread)})
         if data.bad_files:
             rundir.write_text(
                 path / rundir.BAD_FILES, "".join(f"{f}\t{why}\n" for f, why in data.bad_files)
@@ -202,6 +217,7 @@ def _train(
             f"{config.image_size[1]} as an autoencoder's encoder, weights "
             f"{config.model.weights}; train {data.count('train')}, val {data.count('val')}, "
             f"test {data.count('test')} images (labels ignored); {on.describe()}"
+            + (f"; {spread.describe()}" if spread.distributed else "")
             + (f"; skipped {len(data.bad_files)} unusable file(s)" if data.bad_files else ""),
             highlight=False,
         )
@@ -211,7 +227,9 @@ def _train(
             backbone,
             data,
             config.model,
-            config.pretrain,
+            config.pretrain.model_copy(  # runtime.lr_scaling
+                update={"learning_rate": spread.scale_rate(config.pretrain.learning_rate)}
+            ),
             config.train,
             path,
             console,
