@@ -189,6 +189,8 @@ def setup(runtime_config: Any, per_replica_batch_size: int) -> Distribution:
     """
     requested = cpu_devices()  # a bad value fails before TensorFlow starts
     cluster = _cluster(runtime_config.distribution)
+    if cluster is None and runtime_config.distribution == "multi_worker":
+        decide("multi_worker", 0, requested, 0)  # raises (no TF_CONFIG), before TensorFlow
     from transferctl import runtime
 
     tf = runtime.tf()
