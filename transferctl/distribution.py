@@ -25,6 +25,7 @@ import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from transferctl.errors import UserError
@@ -32,6 +33,7 @@ from transferctl.errors import UserError
 CPU_DEVICES_VARIABLE = "TRANSFERCTL_CPU_DEVICES"
 MAX_CPU_DEVICES = 64
 WHERE = "runtime.distribution"
+ENV_BYTES = 1 << 20  # env.json is a few KB
 
 
 def cpu_devices(environ: Mapping[str, str] | None = None) -> int:
@@ -256,3 +258,34 @@ def split_cpu(count: int) -> None:
                 f"split into {count}",
                 "set it before the process starts (in Python: before any TensorFlow call)",
             ) from None
+
+
+def check_resume(env_path: Path, spread: Distribution) -> None:
+    """A run resumes with the global batch it trained with: the steps of an epoch, and a
+    mid-epoch checkpoint's position, count global batches.
+
+    Args:
+        env_path: the run's env.json (a run without its `distribution` record is not checked).
+
+    Raises:
+        UserError: the global batch differs (naming runtime.distribution).
+    """
+    import json
+
+    from transferctl import files
+
+    try:
+        recorded = json.loads(files.read_regular(env_path, limit=ENV_BYTES)).get("distribution")
+        before = int(recorded["global_batch_size"])
+        replicas = int(recorded["replicas"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return
+    if before != spread.global_batch_size:
+        raise UserError(
+            WHERE,
+            f"the run trained with a global batch of {before} ({replicas} replica(s)); here it "
+            f"would be {spread.global_batch_size} ({spread.replicas} replica(s) of "
+            f"{spread.per_replica_batch_size})",
+            f"resume with {replicas} replica(s) ({CPU_DEVICES_VARIABLE}, GPUs), or set "
+            "data.batch_size so that batch_size x replicas matches and pass --force",
+        )

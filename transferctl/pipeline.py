@@ -165,6 +165,8 @@ def _train_in_scope(
 
     # Pretrained weights only when there is no checkpoint yet (TF Model Garden's rule).
     has_checkpoint = state is not None and state.weights is not None
+    if has_checkpoint and run_dir is not None:
+        distribution.check_resume(run_dir / rundir.ENV, spread)
     weights = "none" if has_checkpoint else config.model.weights
     legacy = has_checkpoint and is_legacy_checkpoint(
         (run_dir or Path()) / rundir.CHECKPOINTS / state.weights

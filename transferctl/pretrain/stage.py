@@ -190,6 +190,8 @@ def _train_in_scope(
     spec = backbones.get(config.model.backbone)
     # starting weights only when there is no checkpoint yet (as finetune)
     has_checkpoint = state is not None and state.weights is not None
+    if has_checkpoint and run_dir is not None:
+        distribution.check_resume(run_dir / rundir.ENV, spread)
     model, backbone = build_autoencoder(
         spec,
         config.image_size,
