@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_config
-from transferctl.distribution import CPU_DEVICES_VARIABLE, cpu_devices, decide
+from transferctl.config.schema import Train
+from transferctl.distribution import (
+    CPU_DEVICES_VARIABLE,
+    Distribution,
+    cpu_devices,
+    decide,
+    single_device,
+)
 from transferctl.errors import UserError
 
 # ------------------------------------------------------------------------------------------------
@@ -62,6 +69,34 @@ def test_cpu_devices_bad_value_names_the_variable(raw: str) -> None:
     with pytest.raises(UserError) as raised:
         cpu_devices({CPU_DEVICES_VARIABLE: raw})
     assert raised.value.where == CPU_DEVICES_VARIABLE and repr(raw) in raised.value.what
+
+
+def test_global_batch_and_linear_scaling() -> None:
+    train = Train.model_validate(
+        {"phases": [{"epochs": 1, "learning_rate": 1e-3}, {"epochs": 1, "learning_rate": 1e-5}]}
+    )
+    mirrored = Distribution("mirrored", 4, 32, "linear", "auto: 4 GPUs", ("GPU:0",) * 4)
+    assert mirrored.global_batch_size == 128 and mirrored.lr_factor == 4.0
+    rates = [phase.learning_rate for phase in mirrored.scaled_train(train).phases]
+    assert rates == pytest.approx([4e-3, 4e-5])
+    assert "global batch 128 (32 per replica)" in mirrored.describe()
+    record = mirrored.record()
+    assert (record["strategy"], record["replicas"], record["global_batch_size"]) == (
+        "mirrored",
+        4,
+        128,
+    )
+    kept = Distribution("mirrored", 4, 32, "none", "auto: 4 GPUs")
+    assert kept.scaled_train(train) is train and kept.lr_factor == 1.0
+    one = single_device(32, "linear")
+    assert one.scaled_train(train) is train and one.describe() == "" and not one.distributed
+
+
+def test_runtime_keys_are_validated_naming_the_field(cli, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", {"runtime": {"lr_scaling": "sqrt"}})
+    result = cli("validate", config)
+    assert result.exit_code == 2
+    assert "runtime.lr_scaling" in result.output
 
 
 # ------------------------------------------------------------------------------------------------

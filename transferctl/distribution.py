@@ -124,7 +124,7 @@ class Distribution:
     @property
     def distributed(self) -> bool:
         """Under tf.distribute (XLA stays off then: KERAS-NOTES)."""
-        return self.strategy is not None
+        return self.strategy_name != "none"
 
     def scope(self) -> Any:
         """Where variables are created and the model runs; nothing at all for `none`."""
@@ -145,7 +145,7 @@ class Distribution:
 
     def describe(self) -> str:
         """For the console line on the device; empty for a single device."""
-        if self.strategy is None:
+        if not self.distributed:
             return ""
         where = f" ({', '.join(short_name(d) for d in self.devices)})" if self.devices else ""
         text = (
@@ -289,3 +289,10 @@ def check_resume(env_path: Path, spread: Distribution) -> None:
             f"resume with {replicas} replica(s) ({CPU_DEVICES_VARIABLE}, GPUs), or set "
             "data.batch_size so that batch_size x replicas matches and pass --force",
         )
+
+
+def distributed_now() -> bool:
+    """Whether code runs inside a tf.distribute strategy's scope (XLA stays off then)."""
+    from transferctl import runtime
+
+    return bool(runtime.tf().distribute.has_strategy())
