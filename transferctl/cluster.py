@@ -19,16 +19,16 @@ connection, and `os._exit(2)`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
-import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from transferctl.errors import EXIT_BAD_INPUT, UserError, quote
+from transferctl.errors import UserError, debug_enabled, quote
 
 VARIABLE = "TF_CONFIG"
 PEER_TIMEOUT_VARIABLE = "TRANSFERCTL_PEER_TIMEOUT"
@@ -65,7 +65,7 @@ class Cluster:
 
     @property
     def peers(self) -> tuple[str, ...]:
-        X
+        """The other training processes' `host:port` addresses (chief first, then workers)."""
         return tuple(
             address
             for job in JOBS
@@ -218,74 +218,132 @@ def unreachable(addresses: tuple[str, ...], seconds: float = 1.0) -> list[str]:
     return missing
 
 
-class Watchdog:
-    """Ends the process with exit 2 unless `done()` is called within `seconds`.
-
-    TensorFlow's wait for peers holds the GIL-free C++ side and ignores signals; a daemon thread
-    still runs, prints the one error line and leaves with `os._exit` (no clean-up can run then:
-    callers must not hold anything that needs one).
-    """
-
-    def __init__(self, cluster: Cluster, seconds: float, activity: str) -> None:
-        self.cluster, self.seconds, self.activity = cluster, seconds, activity
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="peer-watchdog", daemon=True)
-
-    def start(self) -> Watchdog:
-        self._thread.start()
-        return self
-
-    def done(self) -> None:
-        self._done.set()
-
-    def _watch(self) -> None:
-        if self._done.wait(self.seconds):
-            return
-        missing = unreachable(self.cluster.peers)
-        who = (
-            f"peer(s) {', '.join(missing)} never came"
-            if missing
-            else f"every peer ({', '.join(self.cluster.peers)}) accepts connections, but not all "
-            "joined the cluster"
-        )
-        error = UserError(
-            PEER_TIMEOUT_VARIABLE,
-            f"{self.cluster.name()} waited {self.seconds:g} s {self.activity}: {who}",
-            "start the same command on every worker with its own TF_CONFIG, check the "
-            f"addresses and the network, or raise {PEER_TIMEOUT_VARIABLE}",
-        )
-        print(f"error: {error.line()}", file=sys.stderr, flush=True)
-        os._exit(EXIT_BAD_INPUT)
+def never_came(cluster: Cluster, seconds: float) -> UserError:
+    """The error for peers that did not all join within `seconds`, naming the absent ones."""
+    missing = unreachable(cluster.peers)
+    who = (
+        f"no answer from {', '.join(missing)}"
+        if missing
+        else f"every peer ({', '.join(cluster.peers)}) accepts connections, but not all joined"
+    )
+    return UserError(
+        PEER_TIMEOUT_VARIABLE,
+        f"{cluster.name()} waited {seconds:g} s for its {cluster.num_workers - 1} peer(s): {who}",
+        "start the same command on every worker, each with its own TF_CONFIG; check the "
+        f"addresses and the network, or raise {PEER_TIMEOUT_VARIABLE}",
+    )
 
 
-def make_strategy(cluster: Cluster | None) -> Any:
-    """`MultiWorkerMirroredStrategy` for `cluster`, with every peer present, and Keras's fit
-    made to work under it (`transferctl.keras_multiworker`).
+_joined: list[tuple[Cluster, Any]] = []  # the strategy this process built, once
+
+
+def make_strategy(cluster: Cluster | None = None) -> Any:
+    """`MultiWorkerMirroredStrategy` for `cluster` (TF_CONFIG's when None) once every peer has
+    joined, with Keras's fit made to work under it (`transferctl.keras_multiworker`). Built once
+    per process: later calls return the same strategy.
+
+    TensorFlow waits for peers while holding Python's lock, deaf to signals and to any Python
+    thread (measured: a watchdog thread never runs). The bound is TensorFlow's own: the
+    coordination service's registration timeout, set to `TRANSFERCTL_PEER_TIMEOUT` (the leader,
+    chief or worker 0, gives up after it; another worker about 5 s later).
 
     Raises:
-        UserError: no cluster, or a bad TRANSFERCTL_PEER_TIMEOUT; exit 2 (from the watchdog)
-            when peers do not all come within it.
+        UserError: no TF_CONFIG; a bad TRANSFERCTL_PEER_TIMEOUT; peers missing past it.
     """
-    if cluster is None:
-        cluster = from_env()
+    cluster = cluster or from_env()
     if cluster is None:
         raise UserError(VARIABLE, "multi-worker training needs TF_CONFIG; it is not set", FIX)
+    for known, strategy in _joined:
+        if known == cluster:
+            return strategy
     seconds = peer_timeout()
     from transferctl import keras_multiworker, runtime
 
     tf = runtime.tf()
     keras_multiworker.apply()
-    watchdog = Watchdog(cluster, seconds, "for its peers").start()
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    barrier(strategy)
-    watchdog.done()
+    _bound_registration(cluster, seconds)
+    try:
+        with _native_logs_dropped():
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except tf.errors.DeadlineExceededError:
+        raise never_came(cluster, seconds) from None
+    _joined.append((cluster, strategy))
     return strategy
 
 
-def barrier(strategy: Any) -> None:
-    """Return once every worker has reached this point (an all-reduce of one number)."""
+def _bound_registration(cluster: Cluster, seconds: float) -> None:
+    """Configure the coordination service as MultiWorkerMirroredStrategy would (it leaves a
+    configured one alone), plus a registration deadline that every task shares (a barrier)."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    from transferctl import runtime
+
+    spec = runtime.tf().train.ClusterSpec({job: list(cluster.jobs[job]) for job in cluster.jobs})
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster.jobs[job]))
+            for job in JOBS
+            if job in cluster.jobs
+        ],
+        cluster_register_timeout_in_ms=int(seconds * 1000),
+    )
+    context.context().coordination_service.cluster_register_with_barrier = True
+
+
+@contextlib.contextmanager
+def _native_logs_dropped() -> Iterator[None]:
+    """TensorFlow's native lines while joining (dozens about barriers and stragglers) go
+    nowhere; the outcome is told in one line. Kept with TRANSFERCTL_DEBUG=1."""
+    if debug_enabled():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(nowhere, 2)
+    os.close(nowhere)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def all_max(strategy: Any, values: list[float]) -> list[float]:
+    """The element-wise maximum of `values` over every worker (a collective: all must call)."""
     from transferctl import runtime
 
     tf = runtime.tf()
-    one = strategy.run(lambda: tf.constant(1.0))
-    strategy.reduce(tf.distribute.ReduceOp.SUM, one, axis=None)
+
+    def step() -> Any:
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.MAX, tf.constant(values, tf.float64))
+
+    local = strategy.experimental_local_results(strategy.run(step))[0]
+    return [float(value) for value in local.numpy()]
+
+
+def barrier(strategy: Any) -> None:
+    """Return once every worker has reached this point."""
+    all_max(strategy, [0.0])
+
+
+def agree(strategy: Any, point: tuple[int, ...], what: str) -> None:
+    """Check that every worker holds the same `point` (e.g. where training resumes).
+
+    Raises:
+        UserError: they differ (`what` describes the point for the message).
+    """
+    highest = all_max(strategy, [float(v) for v in point] + [-float(v) for v in point])
+    top, bottom = highest[: len(point)], [-v for v in highest[len(point) :]]
+    if top != bottom:
+        raise UserError(
+            "--run-dir",
+            f"the workers disagree on {what}: from {tuple(map(int, bottom))} to "
+            f"{tuple(map(int, top))}, this worker {point}",
+            "pass the same --run-dir on every worker, on a volume they all share",
+        )
