@@ -266,6 +266,7 @@ def make_strategy(cluster: Cluster | None = None) -> Any:
         with _native_logs_dropped():
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except tf.errors.DeadlineExceededError:
+        _native_logs_dropped_for_good()  # TensorFlow's agent complains again at exit
         raise never_came(cluster, seconds) from None
     _joined.append((cluster, strategy))
     return strategy
@@ -313,23 +314,35 @@ def _native_logs_dropped() -> Iterator[None]:
         os.close(saved)
 
 
-def all_max(strategy: Any, values: list[float]) -> list[float]:
-    """The element-wise maximum of `values` over every worker (a collective: all must call)."""
+def _native_logs_dropped_for_good() -> None:
+    """File descriptor 2 to /dev/null for the rest of the process; Python's stderr (the error
+    line) to where descriptor 2 went before."""
+    if debug_enabled():
+        return
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding)
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(nowhere, 2)
+    os.close(nowhere)
+
+
+def gather(strategy: Any, values: list[float]) -> list[list[float]]:
+    """`values` from every replica of every worker, one row each (a collective: all call it)."""
     from transferctl import runtime
 
     tf = runtime.tf()
 
     def step() -> Any:
-        context = tf.distribute.get_replica_context()
-        return context.all_reduce(tf.distribute.ReduceOp.MAX, tf.constant(values, tf.float64))
+        row = tf.constant([values], tf.float64)
+        return tf.distribute.get_replica_context().all_gather(row, axis=0)
 
-    local = strategy.experimental_local_results(strategy.run(step))[0]
-    return [float(value) for value in local.numpy()]
+    rows = strategy.experimental_local_results(strategy.run(step))[0]
+    return [[float(value) for value in row] for row in rows.numpy()]
 
 
 def barrier(strategy: Any) -> None:
     """Return once every worker has reached this point."""
-    all_max(strategy, [0.0])
+    gather(strategy, [0.0])
 
 
 def agree(strategy: Any, point: tuple[int, ...], what: str) -> None:
@@ -338,12 +351,11 @@ def agree(strategy: Any, point: tuple[int, ...], what: str) -> None:
     Raises:
         UserError: they differ (`what` describes the point for the message).
     """
-    highest = all_max(strategy, [float(v) for v in point] + [-float(v) for v in point])
-    top, bottom = highest[: len(point)], [-v for v in highest[len(point) :]]
-    if top != bottom:
+    rows = {tuple(int(value) for value in row) for row in gather(strategy, list(map(float, point)))}
+    if len(rows) > 1:
+        bottom, top = min(rows), max(rows)
         raise UserError(
             "--run-dir",
-            f"the workers disagree on {what}: from {tuple(map(int, bottom))} to "
-            f"{tuple(map(int, top))}, this worker {point}",
+            f"the workers disagree on {what}: from {bottom} to {top}, this worker {point}",
             "pass the same --run-dir on every worker, on a volume they all share",
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import backbones, distribution, rundir, runlock, runtime
+from transferctl import backbones, distribution, rundir, runlock, runtime, worker
 from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config
 from transferctl.data import DataBundle, load_data
@@ -28,6 +28,7 @@ class FinetuneResult:
     already_finished: bool = False
 
 
+@worker.entry  # under TF_CONFIG: join the cluster, write where this worker should
 @runlock.releases_locks
 def finetune(
     config: Config,
@@ -52,6 +53,7 @@ def finetune(
     return _train(config, None, run_dir, console, unsafe)
 
 
+@worker.entry
 @runlock.releases_locks
 def resume(
     run_dir: Path,
