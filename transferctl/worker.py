@@ -8,9 +8,10 @@ one-worker TF_CONFIG) they run unchanged. Under it, on every worker:
    TRANSFERCTL_PEER_TIMEOUT), before anything of `--run-dir` is read: the chief writes nothing
    while a peer is missing, so every worker then reads the same last checkpoint.
 2. The chief trains in `--run-dir` itself. Another worker trains in a private folder,
-   `$TMPDIR/transferctl-worker-<run>-<task>`, seeded with a copy of what resuming needs from
-   `--run-dir` (a volume every worker mounts at the same path), and removed when it ends:
-   success, error, SIGTERM, or (after a SIGKILL) at its next start.
+   `$TMPDIR/transferctl-worker-<run>-<task>/run`, seeded with a copy of what resuming needs
+   from `--run-dir` (a volume every worker mounts at the same path). Every worker's temporary
+   files go to `.../tmp` beside it; the folder is removed when the worker ends: success,
+   error, SIGTERM, a restart, or (after a SIGKILL) at its next start.
 3. The workers check that they resume from the same point (phase, epoch, step); they differ
    when `--run-dir` is not one shared folder (exit 2).
 4. A peer's failure aborts the collective ops of the others (UnavailableError within seconds,
@@ -29,6 +30,7 @@ import functools
 import hashlib
 import inspect
 import os
+import re
 import shutil
 import signal
 import sys
@@ -108,34 +110,33 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _as_worker(function: Callable[..., Any], bound: Any, cluster: Cluster, run_dir: Path) -> Any:
-    private = None if cluster.is_chief else private_folder(run_dir, cluster)
+    own = own_folder(run_dir, cluster)
     try:
-        with _sigterm_exits(private is not None):
+        with _sigterm_exits(), _temporary_files_in(own / "tmp"):
             strategy = cluster_module.make_strategy(cluster)
-            where = run_dir if private is None else seed(run_dir, private)
+            where = run_dir if cluster.is_chief else seed(run_dir, own / "run")
             cluster_module.agree(
                 strategy, resume_point(where), "where training resumes (phase, epoch, step)"
             )
             bound.arguments["run_dir"] = where
-            if private is not None and "console" in bound.arguments:
+            if not cluster.is_chief and "console" in bound.arguments:
                 bound.arguments["console"] = None  # the chief alone shows progress
             result = function(*bound.args, **bound.kwargs)
             cluster_module.barrier(strategy)
     except BaseException as error:
-        if private is not None:
-            shutil.rmtree(private, ignore_errors=True)
+        _remove(own)
         if peer_failure(error):
             restart(cluster, run_dir, error)
         raise
-    if private is not None:
-        shutil.rmtree(private, ignore_errors=True)
-        result = dataclasses.replace(result, run_dir=run_dir)
-    return result
+    _remove(own)
+    return result if cluster.is_chief else dataclasses.replace(result, run_dir=run_dir)
 
 
-def private_folder(run_dir: Path, cluster: Cluster) -> Path:
-    """Where a worker other than the chief writes its run: one name per run and task, so that a
-    folder left by a SIGKILL is found and removed at the next start.
+def own_folder(run_dir: Path, cluster: Cluster) -> Path:
+    """This worker's private folder, `$TMPDIR/transferctl-worker-<run>-<task>`: `tmp/` for every
+    temporary file of the process (TensorFlow's autograph sources among them), `run/` where a
+    worker other than the chief writes its run. One name per run and task, so that a folder
+    left by a SIGKILL is found and removed at the next start.
 
     Raises:
         UserError: a process on this machine still trains in it (the same task started twice).
@@ -153,12 +154,31 @@ def private_folder(run_dir: Path, cluster: Cluster) -> Path:
                 "give every worker its own task.index",
             )
         shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
+    runlock.acquire(folder, "TF_CONFIG", "a worker of a multi-worker run")
     return folder
+
+
+def _remove(folder: Path) -> None:
+    runlock.release(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _temporary_files_in(folder: Path) -> Iterator[None]:
+    """Python's temporary files (tempfile) go to `folder` in the block."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
 
 
 def seed(run_dir: Path, private: Path) -> Path:
     """`private`, holding a copy of what resuming `run_dir` needs (nothing for a new run)."""
-    private.mkdir(mode=0o700, parents=True)
+    private.mkdir(mode=0o700)
     if not (run_dir / rundir.CONFIG).is_file():
         return private
     for name in SEEDED:
@@ -186,13 +206,13 @@ def resume_point(run_dir: Path) -> tuple[int, int, int]:
 
 def peer_failure(error: BaseException | None) -> bool:
     """A collective op aborted because a peer went away (checked along the exception chain)."""
-    seen = 0
-    while error is not None and seen < 10:
-        if type(error).__name__ in PEER_FAILURES and type(error).__module__.startswith(
-            "tensorflow"
-        ):
+    for _ in range(10):
+        if error is None or isinstance(error, UserError):
+            return False
+        kind = type(error)
+        if kind.__name__ in PEER_FAILURES and kind.__module__.startswith("tensorflow"):
             return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return False
 
 
@@ -202,7 +222,9 @@ def restart(cluster: Cluster, run_dir: Path, error: BaseException) -> None:
     point = f"{resume_point(run_dir)}"
     count, _, before = os.environ.get(RESTARTS_VARIABLE, "").partition(":")
     count = str(int(count) + 1 if count.isdigit() and before == point else 1)
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+    telling = [line for line in lines if re.search(r"abort|unhealthy|connect|closed", line)]
+    first = (telling or lines)[0][:200]
     if int(count) > MAX_RESTARTS:
         print(
             f"error: {cluster.name()}: peers failed {MAX_RESTARTS} times in a row without a "
@@ -224,11 +246,9 @@ def restart(cluster: Cluster, run_dir: Path, error: BaseException) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_exits(enabled: bool) -> Iterator[None]:
-    """SIGTERM as SystemExit(143) in the block, so that `finally` clean-ups run."""
-    if not enabled:
-        yield
-        return
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM as SystemExit(143) in the block, so that clean-ups run (not while TensorFlow
+    waits for peers: it does not return to Python then)."""
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
