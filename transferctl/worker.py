@@ -112,8 +112,9 @@ def _finished(run_dir: Path) -> bool:
 def _as_worker(function: Callable[..., Any], bound: Any, cluster: Cluster, run_dir: Path) -> Any:
     own = own_folder(run_dir, cluster)
     try:
-        with _sigterm_exits(), _temporary_files_in(own / "tmp"):
+        with _temporary_files_in(own / "tmp"), contextlib.ExitStack() as stack:
             strategy = cluster_module.make_strategy(cluster)
+            stack.enter_context(_sigterm_exits())  # after TensorFlow took SIGTERM over
             where = run_dir if cluster.is_chief else seed(run_dir, own / "run")
             cluster_module.agree(
                 strategy, resume_point(where), "where training resumes (phase, epoch, step)"
@@ -247,8 +248,9 @@ def restart(cluster: Cluster, run_dir: Path, error: BaseException) -> None:
 
 @contextlib.contextmanager
 def _sigterm_exits() -> Iterator[None]:
-    """SIGTERM as SystemExit(143) in the block, so that clean-ups run (not while TensorFlow
-    waits for peers: it does not return to Python then)."""
+    """SIGTERM as SystemExit(143) in the block, so that clean-ups run. TensorFlow's
+    coordination service installs its own SIGTERM handler (a preemption notice) when the
+    cluster starts, which leaves the process running (measured): this one replaces it."""
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
