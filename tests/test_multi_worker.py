@@ -284,3 +284,16 @@ def test_a_peer_failure_is_told_from_other_errors() -> None:
         assert worker.peer_failure(wrapped)
     assert not worker.peer_failure(errors.InvalidArgumentError(None, None, "shapes"))
     assert not worker.peer_failure(ValueError("x"))
+
+
+def test_the_keras_fix_refuses_a_changed_trainer(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A Keras whose trainer differs from the verified code: exit 2 naming what changed, and
+    nothing patched."""
+    changed = dict(keras_multiworker.SOURCE_HASHES, reduce_per_replica="0" * 64)
+    monkeypatch.setattr(keras_multiworker, "SOURCE_HASHES", changed)
+    monkeypatch.setattr(keras_multiworker, "_applied", {})
+    with pytest.raises(UserError) as raised:
+        keras_multiworker.apply()
+    assert "reduce_per_replica changed" in raised.value.what
+    assert "keras==3.15.1" in (raised.value.fix or "")
+    assert keras_multiworker._applied == {}
