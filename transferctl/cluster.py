@@ -1,4 +1,4 @@
-"""Several machines training one run: TF_CONFIG, the wait for peers, and where each worker writes.
+"""Several machines training one run: TF_CONFIG, the wait for peers, collectives between workers.
 
 The same `transferctl finetune config.yaml --run-dir DIR` runs on every worker, each with its own
 `TF_CONFIG` (what Kubernetes operators and Slurm resolvers write):
@@ -7,15 +7,14 @@ The same `transferctl finetune config.yaml --run-dir DIR` runs on every worker, 
 
 `from_env` parses and checks it (a mistake: `UserError("TF_CONFIG", ...)`, exit 2, before
 TensorFlow starts). The chief (task type `chief`, or worker 0 when there is no chief) alone
-writes the run directory; the others write into a private temporary folder removed at exit.
+writes the run directory (`transferctl.worker` decides where each worker writes).
 
-`make_strategy` builds `MultiWorkerMirroredStrategy` and then waits for every peer, at most
+`make_strategy` builds `MultiWorkerMirroredStrategy` once every peer has joined, waiting at most
 `TRANSFERCTL_PEER_TIMEOUT` seconds (default 300: pods of one job are usually scheduled within a
 minute or two, and a cluster that is not complete after five minutes is better reported than
-waited for). TensorFlow itself waits forever and ignores SIGTERM meanwhile (KERAS-NOTES), so the
-bound is a watchdog thread: past it, one error line naming the peers that never answered a TCP
-connection, and `os._exit(2)`.
-"""
+waited for); past it, exit 2 naming the peers that never answered a TCP connection. TensorFlow
+waits holding Python's lock (a watchdog thread never runs, measured), so the bound is its own
+coordination service's registration deadline."""
 
 from __future__ import annotations
 
