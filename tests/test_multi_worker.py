@@ -58,8 +58,11 @@ def _tf_config(ports: list[int], index: int) -> str:
 class Cluster:
     """Worker processes of one run, each with its TF_CONFIG, TMPDIR and log."""
 
-    def __init__(self, tmp_path: Path, workers: int, peer_timeout: float = 120) -> None:
+    def __init__(
+        self, tmp_path: Path, workers: int, peer_timeout: float = 120, command: str = "finetune"
+    ) -> None:
         self.tmp_path = tmp_path
+        self.command = command
         self.ports = _free_ports(workers)
         self.run_dir = tmp_path / "shared" / "run"
         config = tiny_config(
@@ -67,6 +70,7 @@ class Cluster:
             train={"phases": [{"name": "head", "epochs": EPOCHS, "learning_rate": 2e-3}]},
         )
         config["data"]["limit"] = 200
+        config["pretrain"] = {"epochs": EPOCHS}
         self.config = write_config(tmp_path / "config.yaml", config)
         self.peer_timeout = peer_timeout
         self.processes: dict[int, subprocess.Popen[str]] = {}
@@ -89,7 +93,7 @@ class Cluster:
         )
         with open(self.log(index), "a", encoding="utf-8") as log:
             self.processes[index] = subprocess.Popen(
-                [sys.executable, "-m", "transferctl", "finetune", str(self.config)]
+                [sys.executable, "-m", "transferctl", self.command, str(self.config)]
                 + ["--run-dir", str(self.run_dir)],
                 env=env,
                 stdout=log,
@@ -114,8 +118,8 @@ class Cluster:
 def workers(tmp_path: Path):  # type: ignore[no-untyped-def]
     made: list[Cluster] = []
 
-    def make(count: int, peer_timeout: float = 120) -> Cluster:
-        made.append(Cluster(tmp_path, count, peer_timeout))
+    def make(count: int, peer_timeout: float = 120, command: str = "finetune") -> Cluster:
+        made.append(Cluster(tmp_path, count, peer_timeout, command))
         return made[-1]
 
     yield make
@@ -128,9 +132,9 @@ def _epochs(run_dir: Path) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
 
-def _assert_complete(group: Cluster) -> None:
+def _assert_complete(group: Cluster, files: set[str] = RUN_FILES) -> None:
     run = group.run_dir
-    assert {path.name for path in run.iterdir()} >= RUN_FILES
+    assert {path.name for path in run.iterdir()} >= files
     assert _epochs(run) == list(range(1, EPOCHS + 1)), "every epoch once"
     env = json.loads((run / "env.json").read_text(encoding="utf-8"))["distribution"]
     assert (env["strategy"], env["replicas"], env["global_batch_size"]) == ("multi_worker", 2, 32)
@@ -161,6 +165,17 @@ def test_two_workers_train_one_run_directory(workers) -> None:  # type: ignore[n
     _assert_complete(group)
     assert "run directory" in group.output(0)
     assert "run directory" not in group.output(1), "the chief alone shows progress"
+    assert [path.name for path in group.run_dir.parent.iterdir()] == ["run"]
+
+
+@pytest.mark.slow
+def test_two_workers_pretrain_one_run_directory(workers) -> None:  # type: ignore[no-untyped-def]
+    group = workers(2, command="pretrain")
+    group.start(0)
+    group.start(1)
+    codes = [group.wait(0), group.wait(1)]
+    assert codes == [0, 0], group.output(0)[-3000:] + group.output(1)[-3000:]
+    _assert_complete(group, RUN_FILES - {"labels.txt"} | {"reconstructions.png"})
     assert [path.name for path in group.run_dir.parent.iterdir()] == ["run"]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import backbones, distribution, rundir, runlock, runtime
+from transferctl import backbones, distribution, rundir, runlock, runtime, worker
 from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config, Pretrain
 from transferctl.data import DataBundle, load_data
@@ -54,6 +54,7 @@ def run_kind(run_dir: Path) -> str:
     return str(environment.get("kind", "finetune")) if isinstance(environment, dict) else "unknown"
 
 
+@worker.entry  # under TF_CONFIG: join the cluster; only the chief writes --run-dir
 @runlock.releases_locks
 def pretrain(
     config: Config,
@@ -77,6 +78,7 @@ def pretrain(
     return _train(with_defaults(config), None, run_dir, console, unsafe, resuming=False)
 
 
+@worker.entry
 @runlock.releases_locks
 def resume(
     run_dir: Path,
