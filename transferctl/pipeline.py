@@ -150,11 +150,9 @@ def _train_in_scope(
     unsafe: bool,
     spread: distribution.Distribution,
 ) -> FinetuneResult:
-    on = runtime.device()
-    runtime.set_precision(runtime.precision_policy(config.train.mixed_precision, on))
-    runtime.set_seed(config.seed)
-    if config.train.deterministic:
-        runtime.tf().config.experimental.enable_op_determinism()
+    on = runtime.prepare(
+        config.train.mixed_precision, config.seed, deterministic=config.train.deterministic
+    )
 
     data = load_data(config.data, config.seed, replicas=spread.replicas)
     spec = backbones.get(config.model.backbone)

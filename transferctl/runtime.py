@@ -138,6 +138,17 @@ def set_seed(seed: int) -> None:
     keras().utils.set_random_seed(seed)
 
 
+def prepare(mixed_precision: str, seed: int, deterministic: bool) -> Device:
+    """What every training command sets first: the precision policy for this device, the
+    seed, and op determinism when asked (`train.deterministic`). Returns the device."""
+    on = device()
+    set_precision(precision_policy(mixed_precision, on))
+    set_seed(seed)
+    if deterministic:
+        tf().config.experimental.enable_op_determinism()
+    return on
+
+
 def versions() -> dict[str, Any]:
     import platform
     import sys
