@@ -1,55 +1,47 @@
-"""Speed decisions that must not change results: the decoded-image cache of the training set."""
+"""The device-dependent speed decisions, branch by branch, on fabricated devices (no GPU needed)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from transferctl import speed
+from transferctl.runtime import Device
 
-import numpy as np
-import pytest
-
-from tests.conftest import make_image_folder
-from transferctl.data import pipeline, sources
-
-
-@pytest.mark.parametrize(
-    ("count", "size", "budget", "fits"),
-    [
-        (1000, (64, 64), "256", True),  # 47 MiB
-        (20000, (96, 96), "256", False),  # 2.1 GiB
-        (1000, (64, 64), "0", False),  # turned off
-        (1000, (64, 64), "10", False),
-        (0, (64, 64), "256", False),
-    ],
-)
-def test_decode_cache_fits_the_budget(
-    count: int, size: tuple[int, int], budget: str, fits: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(pipeline.DECODE_CACHE_ENV, budget)
-    assert pipeline.decode_cache_fits(count, size) is fits
+CPU = Device("CPU", (), None)
+GPU = Device("GPU", ("NVIDIA H100",), (9, 0))
+OLD_GPU = Device("GPU", ("Tesla K80",), (3, 7))
 
 
-def test_decode_cache_default_and_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(pipeline.DECODE_CACHE_ENV, raising=False)
-    assert pipeline.decode_cache_budget() == pipeline.DECODE_CACHE_MIB * 2**20
-    monkeypatch.setenv(pipeline.DECODE_CACHE_ENV, "lots")
-    assert pipeline.decode_cache_budget() == pipeline.DECODE_CACHE_MIB * 2**20
+def test_jit_compile_off_on_cpu() -> None:
+    assert speed.jit_compile(CPU, distributed=False) is False
+    assert speed.jit_compile(CPU, distributed=True) is False
 
 
-def _epochs(tmp_path: Path, budget: str, monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
-    monkeypatch.setenv(pipeline.DECODE_CACHE_ENV, budget)
-    root = tmp_path / "images"
-    if not root.exists():
-        make_image_folder(root, per_class=7)
-    examples = sources.load_folder(root)[0]["train"]
-    dataset = pipeline.make_dataset(examples, (24, 24), 5, 3, shuffle_seed=3)
-    return [np.concatenate([images.numpy() for images, _ in dataset]) for _ in range(2)]
+def test_jit_compile_off_under_tf_distribute() -> None:
+    assert speed.jit_compile(GPU, distributed=True) is False
 
 
-def test_cached_training_images_are_the_same_in_the_same_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    streamed = _epochs(tmp_path, "0", monkeypatch)
-    cached = _epochs(tmp_path, "256", monkeypatch)
-    assert not np.array_equal(streamed[0], streamed[1])  # reshuffled every epoch
-    for left, right in zip(streamed, cached, strict=True):
-        np.testing.assert_array_equal(left, right)
+def test_jit_compile_off_on_one_gpu_as_keras_auto() -> None:
+    assert speed.jit_compile(GPU, distributed=False) is False
+    assert speed.jit_compile(OLD_GPU, distributed=False) is False
+
+
+def test_prefetch_nothing_on_cpu() -> None:
+    assert speed.prefetch_device(CPU, distributed=False) is None
+    assert speed.prefetch_device(CPU, distributed=True) is None
+
+
+def test_prefetch_to_the_gpu_on_one_gpu() -> None:
+    assert speed.prefetch_device(GPU, distributed=False) == "/gpu:0"
+    assert speed.prefetch_device(OLD_GPU, distributed=False) == "/gpu:0"
+
+
+def test_prefetch_nothing_under_tf_distribute() -> None:
+    assert speed.prefetch_device(GPU, distributed=True) is None
+
+
+def test_prefetch_nothing_with_class_weights() -> None:
+    assert speed.prefetch_device(GPU, distributed=False, class_weighted=True) is None
+
+
+def test_feed_leaves_a_cpu_dataset_as_it_is() -> None:
+    dataset = object()  # on CPU nothing is applied, so any object comes back unchanged
+    assert speed.feed(dataset, CPU, distributed=False) is dataset

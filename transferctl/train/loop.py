@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import rundir, runtime
+from transferctl import distribution, rundir, runtime, speed
 from transferctl.config.schema import Model, Phase, Train
 from transferctl.data import DataBundle
 from transferctl.errors import TrainingFailed
@@ -61,6 +61,7 @@ def compile_model(
             keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top_5_accuracy"),
         ],
+        jit_compile=speed.jit_compile(runtime.device(), distribution.distributed_now()),
     )
 
 
@@ -108,6 +109,10 @@ def train(
     total_epochs = sum(phase.epochs for phase in train_config.phases)
     # where BatchNorm trains, its statistics before each validation: one fixed sample, decoded once
     epoch_images = statistics_images(data, EPOCH_STATISTICS_IMAGES, cache=True)
+    on, spread = runtime.device(), distribution.distributed_now()
+
+    def fed(dataset: Any) -> Any:  # prefetched to the GPU where transferctl.speed decides so
+        return speed.feed(dataset, on, spread, class_weighted=class_weight is not None)
 
     for index, phase in enumerate(train_config.phases):
         if index < state.phase_index:
@@ -275,7 +280,7 @@ def train(
             if state.steps_done:
                 # killed mid-epoch after a step checkpoint: train the rest of that epoch first
                 fit_model.fit(
-                    inputs.training(data, state.epochs_done).skip(state.steps_done),
+                    fed(inputs.training(data, state.epochs_done).skip(state.steps_done)),
                     epochs=state.epochs_done + 1,
                     initial_epoch=state.epochs_done,
                     callbacks=callbacks,
@@ -286,7 +291,7 @@ def train(
                     early.initial_wait, early.initial_best = early.wait, early.best
             if guard.failure is None and not state.phase_stopped and state.epochs_done < step_end:
                 fit_model.fit(
-                    inputs.training(data, state.epochs_done),
+                    fed(inputs.training(data, state.epochs_done)),
                     epochs=step_end,
                     initial_epoch=state.epochs_done,
                     callbacks=callbacks,
