@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +76,23 @@ def tiny_config(data_path: Path | None = None, **sections: dict) -> dict:
         else:
             config[section] = values
     return config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Session fixtures (tiny_run...) never write the user's cache: a session tmp dir."""
+    folder = tmp_path_factory.mktemp("transferctl_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFERCTL_CACHE_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(autouse=True)
+def _test_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own cache dir, in os.environ so subprocesses inherit it."""
+    folder = tmp_path / "transferctl_cache"
+    monkeypatch.setenv("TRANSFERCTL_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture
