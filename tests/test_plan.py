@@ -176,3 +176,24 @@ def test_resolve_head_init() -> None:
     assert resolve_head_init("linear_probe", False) == "linear_probe"
     with pytest.raises(ValueError, match="Received: head_init='probe'"):
         resolve_head_init("probe", True)
+
+
+def test_estimate_times_real_steps_per_phase_and_in_total(cli, tmp_path: Path) -> None:
+    config = tiny_config(
+        model={"freeze": "all", "train_batchnorm": False},
+        train={
+            "phases": [
+                {"name": "head", "epochs": 2, "learning_rate": 1e-3},
+                {"name": "finetune", "epochs": 1, "learning_rate": 1e-4, "freeze": "none"},
+            ]
+        },
+    )
+    result = cli("plan", write_config(tmp_path / "estimate.yaml", config), "--estimate")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "estimate from 3 timed training steps per phase" in out
+    head = re.search(r"phase head: ([\d.]+) s/epoch x 2, feature cache pass ([\d.]+) s once", out)
+    finetune = re.search(r"phase finetune: ([\d.]+) s/epoch x 1 = ([\d.]+) s", out)
+    total = re.search(r"total: ([\d.]+) s", out)
+    assert head and finetune and total, out
+    assert float(finetune.group(1)) > 0 and float(total.group(1)) > 0

@@ -161,11 +161,15 @@ def plan(
         bool,
         typer.Option("--layers", help="Also list every backbone layer and where it trains."),
     ] = False,
+    estimate: Annotated[
+        bool,
+        typer.Option("--estimate", help="Time a few real training steps; estimate each phase."),
+    ] = False,
 ) -> None:
     """Per phase: what trains and what is frozen, BatchNorm, parameters, feature cache."""
     from transferctl.commands.plan import run
 
-    run(config, overrides or [], layers)
+    run(config, overrides or [], layers, estimate)
 
 
 @app.command(rich_help_panel="Config")

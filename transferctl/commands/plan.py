@@ -9,12 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from transferctl.config.loader import load_config
+from transferctl.config.schema import Config
 from transferctl.plan import LayerPlan, PhasePlan, Plan, make_plan
 
 SHOWN_CLASSES = 10
 
 
-def run(config_path: Path, overrides: Sequence[str], show_layers: bool) -> None:
+def run(
+    config_path: Path, overrides: Sequence[str], show_layers: bool, estimate: bool = False
+) -> None:
     config = load_config(config_path, overrides)
     plan = make_plan(config)
     console = Console()
@@ -29,6 +32,29 @@ def run(config_path: Path, overrides: Sequence[str], show_layers: bool) -> None:
     console.print(_phase_table(plan))
     if show_layers:
         console.print(_layer_table(plan))
+    if estimate:
+        _print_estimate(config, console)
+
+
+def _print_estimate(config: Config, console: Console) -> None:
+    from transferctl.estimate import PROBE_STEPS
+    from transferctl.estimate import estimate as probe
+
+    phases = probe(config)
+    console.print(
+        f"[bold]estimate[/] from {PROBE_STEPS} timed training steps per phase (after a warm-up "
+        "step) on this machine; tracing, BatchNorm statistics and checkpoints not included",
+        highlight=False,
+    )
+    for phase in phases:
+        once = f", feature cache pass {phase.once:.1f} s once" if phase.once else ""
+        console.print(
+            f"  phase {phase.name}: {phase.seconds_per_epoch:.1f} s/epoch x {phase.epochs}"
+            f"{once} = {phase.total:.1f} s",
+            highlight=False,
+        )
+    total = sum(phase.total for phase in phases)
+    console.print(f"  total: {total:.1f} s ({total / 60:.1f} min)", highlight=False)
 
 
 def _summary(plan: Plan) -> Table:

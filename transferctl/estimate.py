@@ -1,0 +1,77 @@
+"""`transferctl plan --estimate`: time a short probe of real training steps, extrapolate per phase.
+
+Per phase: the model frozen as the phase freezes it and compiled as the loop compiles it, one
+warm-up step (tracing), then `steps` timed training steps on real batches of the configured
+training data; validation is timed the same way with forward passes. Where the phase would use
+the feature cache, the one backbone pass over every split is timed on the probe batches and
+charged once, and the epochs then cost the head alone (timed on the cached features' shape).
+An estimate from a few steps on this machine: the first epoch's tracing, the BatchNorm
+statistics pass and checkpoints are not in it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from transferctl import backbones, runtime
+from transferctl.config.schema import Config
+from transferctl.plan import make_plan
+
+PROBE_STEPS = 3
+
+
+@dataclass(frozen=True)
+class PhaseEstimate:
+    name: str
+    epochs: int
+    seconds_per_epoch: float
+    once: float  # the feature cache's backbone pass, charged once
+
+    @property
+    def total(self) -> float:
+        return self.once + self.epochs * self.seconds_per_epoch
+
+
+def _timed(step: Any, batches: list[Any]) -> float:
+    """Seconds per call of `step`, after one untimed warm-up call."""
+    step(batches[0])
+    started = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    return (time.perf_counter() - started) / len(batches)
+
+
+def estimate(config: Config, steps: int = PROBE_STEPS) -> list[PhaseEstimate]:
+    """Per phase, seconds per epoch and the feature cache's one-off pass (see the module doc)."""
+    from transferctl.data import load_data
+    from transferctl.model.classifier import build_classifier
+    from transferctl.model.freezing import apply_freeze
+    from transferctl.train.loop import compile_model
+
+    runtime.prepare(config.train.mixed_precision, config.seed, deterministic=False)
+    plan = make_plan(config)
+    data = load_data(config.data, config.seed)
+    spec = backbones.get(config.model.backbone)
+    model, backbone = build_classifier(
+        spec, config.image_size, "none", config.model.head, data.num_classes
+    )
+    batches = list(data.training().take(steps))
+    train_steps, val_steps = data.steps("train"), data.steps("val") if data.has("val") else 0
+    splits = sum(data.steps(split) for split in ("train", "val", "test") if data.has(split))
+    found = []
+    for phase, planned in zip(config.train.phases, plan.phases, strict=True):
+        freeze = phase.freeze or config.model.freeze
+        apply_freeze(model, backbone, freeze, bool(config.model.train_batchnorm), "estimate")
+        compile_model(model, config.train, phase.learning_rate, 1000, data.num_classes)
+        step = _timed(lambda batch: model.train_on_batch(*batch), batches)
+        forward = _timed(lambda batch: model.predict_on_batch(batch[0]), batches)
+        once = 0.0
+        if planned.feature_cache.use:
+            once = splits * _timed(lambda batch: backbone.predict_on_batch(batch[0]), batches)
+            step = max(step - forward, 0.0)  # the head alone trains on cached features
+            forward = 0.0
+        per_epoch = train_steps * step + val_steps * forward
+        found.append(PhaseEstimate(planned.name, phase.epochs, per_epoch, once))
+    return found
