@@ -193,7 +193,7 @@ def test_estimate_times_real_steps_per_phase_and_in_total(cli, tmp_path: Path) -
     out = result.stdout
     assert "estimate from 3 timed training steps per phase" in out
     head = re.search(r"phase head: ([\d.]+) s/epoch x 2, feature cache pass ([\d.]+) s once", out)
-    finetune = re.search(r"phase finetune: ([\d.]+) s/epoch x 1 = ([\d.]+) s", out)
+    finetune = re.search(r"phase finetune: ([\d.]+) s/epoch x 1, tracing ([\d.]+) s once", out)
     total = re.search(r"total: ([\d.]+) s", out)
     assert head and finetune and total, out
     assert float(finetune.group(1)) > 0 and float(total.group(1)) > 0

@@ -5,8 +5,9 @@ warm-up step (tracing), then `steps` timed training steps on real batches of the
 training data; validation is timed the same way with forward passes. Where the phase would use
 the feature cache, the one backbone pass over every split is timed on the probe batches and
 charged once, and the epochs then cost the head alone (timed on the cached features' shape).
-An estimate from a few steps on this machine: the first epoch's tracing, the BatchNorm
-statistics pass and checkpoints are not in it.
+The warm-up calls (tracing the train and predict functions) are charged once per phase: on
+small data they are most of a run. An estimate from a few steps on this machine: the BatchNorm
+statistics pass, checkpoints and the process's start are not in it.
 """
 
 from __future__ import annotations
@@ -27,20 +28,23 @@ class PhaseEstimate:
     name: str
     epochs: int
     seconds_per_epoch: float
-    once: float  # the feature cache's backbone pass, charged once
+    tracing: float  # the warm-up calls, charged once
+    cache_pass: float  # the feature cache's backbone pass over every split, charged once
 
     @property
     def total(self) -> float:
-        return self.once + self.epochs * self.seconds_per_epoch
+        return self.tracing + self.cache_pass + self.epochs * self.seconds_per_epoch
 
 
-def _timed(step: Any, batches: list[Any]) -> float:
-    """Seconds per call of `step`, after one untimed warm-up call."""
+def _timed(step: Any, batches: list[Any]) -> tuple[float, float]:
+    """Seconds of a first (warm-up, tracing) call of `step`, then seconds per later call."""
+    started = time.perf_counter()
     step(batches[0])
+    warm_up = time.perf_counter() - started
     started = time.perf_counter()
     for batch in batches:
         step(batch)
-    return (time.perf_counter() - started) / len(batches)
+    return warm_up, (time.perf_counter() - started) / len(batches)
 
 
 def estimate(config: Config, steps: int = PROBE_STEPS) -> list[PhaseEstimate]:
@@ -65,13 +69,16 @@ def estimate(config: Config, steps: int = PROBE_STEPS) -> list[PhaseEstimate]:
         freeze = phase.freeze or config.model.freeze
         apply_freeze(model, backbone, freeze, bool(config.model.train_batchnorm), "estimate")
         compile_model(model, config.train, phase.learning_rate, 1000, data.num_classes)
-        step = _timed(lambda batch: model.train_on_batch(*batch), batches)
-        forward = _timed(lambda batch: model.predict_on_batch(batch[0]), batches)
-        once = 0.0
+        tracing, step = _timed(lambda batch: model.train_on_batch(*batch), batches)
+        traced, forward = _timed(lambda batch: model.predict_on_batch(batch[0]), batches)
+        tracing += traced if val_steps else 0.0
+        cache_pass = 0.0
         if planned.feature_cache.use:
-            once = splits * _timed(lambda batch: backbone.predict_on_batch(batch[0]), batches)
+            traced, backbone_pass = _timed(lambda b: backbone.predict_on_batch(b[0]), batches)
+            tracing += traced
+            cache_pass = splits * backbone_pass
             step = max(step - forward, 0.0)  # the head alone trains on cached features
             forward = 0.0
         per_epoch = train_steps * step + val_steps * forward
-        found.append(PhaseEstimate(planned.name, phase.epochs, per_epoch, once))
+        found.append(PhaseEstimate(planned.name, phase.epochs, per_epoch, tracing, cache_pass))
     return found

@@ -43,11 +43,13 @@ def _print_estimate(config: Config, console: Console) -> None:
     phases = probe(config)
     console.print(
         f"[bold]estimate[/] from {PROBE_STEPS} timed training steps per phase (after a warm-up "
-        "step) on this machine; tracing, BatchNorm statistics and checkpoints not included",
+        "step, whose tracing is charged once per phase) on this machine; BatchNorm statistics, "
+        "checkpoints and start-up not included",
         highlight=False,
     )
     for phase in phases:
-        once = f", feature cache pass {phase.once:.1f} s once" if phase.once else ""
+        once = f", feature cache pass {phase.cache_pass:.1f} s once" if phase.cache_pass else ""
+        once += f", tracing {phase.tracing:.1f} s once"
         console.print(
             f"  phase {phase.name}: {phase.seconds_per_epoch:.1f} s/epoch x {phase.epochs}"
             f"{once} = {phase.total:.1f} s",
