@@ -37,6 +37,38 @@ def write_digits_folder(root: Path, side: int = 32, images: int = 1797) -> Path:
     return root
 
 
+def scratch_config(
+    path: Path, folder: Path, runs_dir: Path, *, size: int, batch: int, epochs: int, name: str
+) -> Path:
+    """Write a config training MobileNetV3Small from scratch on `folder` (10% validation, no
+    augmentation, one phase at 1e-3) to `path`: the benches' run through the real CLI."""
+    import yaml
+
+    body = {
+        "name": name,
+        "seed": 1,
+        "data": {
+            "source": "folder",
+            "path": str(folder),
+            "image_size": [size, size],
+            "batch_size": batch,
+            "validation_split": 0.1,
+            "test_split": 0.0,
+            "augment": {"flip": "none"},
+        },
+        "model": {
+            "backbone": "mobilenet_v3_small",
+            "weights": "none",
+            "freeze": "none",
+            "head": {"hidden": [], "dropout": 0.0, "init": "random"},
+        },
+        "train": {"phases": [{"name": "scratch", "epochs": epochs, "learning_rate": 1.0e-3}]},
+        "output": {"runs_dir": str(runs_dir)},
+    }
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
 def machine() -> dict:
     """What the numbers were measured on."""
     import keras

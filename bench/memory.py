@@ -19,10 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PYTHON, write_digits_folder  # noqa: E402
+from common import PYTHON, scratch_config, write_digits_folder  # noqa: E402
 
 
 def peak_rss(command: list[str]) -> tuple[float, float, str]:
@@ -48,29 +46,15 @@ def main() -> None:
         work = Path(temp)
         for count in args.images:
             folder = write_digits_folder(work / f"digits-{count}", images=count)
-            config = {
-                "name": f"memory-{count}",
-                "seed": 1,
-                "data": {
-                    "source": "folder",
-                    "path": str(folder),
-                    "image_size": [32, 32],
-                    "batch_size": 64,
-                    "validation_split": 0.1,
-                    "test_split": 0.0,
-                    "augment": {"flip": "none"},
-                },
-                "model": {
-                    "backbone": "mobilenet_v3_small",
-                    "weights": "none",
-                    "freeze": "none",
-                    "head": {"hidden": [], "dropout": 0.0, "init": "random"},
-                },
-                "train": {"phases": [{"name": "one", "epochs": 1, "learning_rate": 1e-3}]},
-                "output": {"runs_dir": str(work / "runs")},
-            }
-            path = work / f"memory-{count}.yaml"
-            path.write_text(yaml.safe_dump(config))
+            path = scratch_config(
+                work / f"memory-{count}.yaml",
+                folder,
+                work / "runs",
+                size=32,
+                batch=64,
+                epochs=1,
+                name=f"memory-{count}",
+            )
             command = [PYTHON, "-m", "transferctl", "finetune", str(path), "--quiet"]
             rss, seconds, _ = peak_rss(command)
             results.append({"images": count, "peak_rss_mib": rss, "seconds": seconds})

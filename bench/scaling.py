@@ -20,10 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PYTHON, write_digits_folder  # noqa: E402
+from common import PYTHON, scratch_config, write_digits_folder  # noqa: E402
 
 SMALL = 32  # the size of the count axis
 COUNT = 1000  # the count of the size axis
@@ -31,30 +29,10 @@ BATCH = 32
 
 
 def config(folder: Path, work: Path, size: int, epochs: int) -> Path:
-    body = {
-        "name": f"scaling-{size}",
-        "seed": 1,
-        "data": {
-            "source": "folder",
-            "path": str(folder),
-            "image_size": [size, size],
-            "batch_size": BATCH,
-            "validation_split": 0.1,
-            "test_split": 0.0,
-            "augment": {"flip": "none"},
-        },
-        "model": {
-            "backbone": "mobilenet_v3_small",
-            "weights": "none",
-            "freeze": "none",
-            "head": {"hidden": [], "dropout": 0.0},
-        },
-        "train": {"phases": [{"name": "scratch", "epochs": epochs, "learning_rate": 1.0e-3}]},
-        "output": {"runs_dir": str(work / "runs")},
-    }
     path = work / f"scaling-{folder.name}-{size}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
+    return scratch_config(
+        path, folder, work / "runs", size=size, batch=BATCH, epochs=epochs, name=f"scaling-{size}"
+    )
 
 
 def measure(folder: Path, work: Path, images: int, size: int, epochs: int) -> dict:
