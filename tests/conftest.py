@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +16,22 @@ from typer.testing import CliRunner
 from transferctl.cli import app
 
 COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+def interrupt_after_commit(patch: pytest.MonkeyPatch, when: Callable[[Any], bool]) -> None:
+    """Ctrl-C right after a checkpoint commit whose state satisfies `when`: the main thread
+    gets KeyboardInterrupt whichever thread committed (epoch checkpoints commit in the
+    background), as a user's Ctrl-C would arrive."""
+    from transferctl.train import checkpoint
+
+    commit = checkpoint._commit
+
+    def commit_then_interrupt(folder: Path, state: Any) -> None:
+        commit(folder, state)
+        if when(state):
+            _thread.interrupt_main()
+
+    patch.setattr(checkpoint, "_commit", commit_then_interrupt)
 
 
 def make_image_folder(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import write_config
+from tests.conftest import interrupt_after_commit, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -154,16 +154,8 @@ def test_cache_off_and_augmentation_say_why_and_train_alike(
 def test_a_cached_phase_resumes_where_it_was_killed(
     source_runs: Path, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from transferctl.train import checkpoint
 
-    commit = checkpoint.commit
-
-    def interrupt_after_second_epoch(folder: Path, state: Any) -> None:
-        commit(folder, state)
-        if state.epochs_done == 2 and not state.finished:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "commit", interrupt_after_second_epoch)
+    interrupt_after_commit(monkeypatch, lambda state: state.epochs_done == 2 and not state.finished)
     config = _target_config(source_runs)
     config["train"]["phases"] = [
         {"name": "head", "epochs": 3, "learning_rate": 1e-3},

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config, write_config
+from tests.conftest import interrupt_after_commit, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -122,16 +122,8 @@ def old_code_path(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def _old_run(tmp_path: Path, cli: Callable[..., Any], patch: pytest.MonkeyPatch) -> Path:
     """A 0.1 run interrupted by Ctrl-C after its first epoch was committed."""
-    from transferctl.train import checkpoint
 
-    commit = checkpoint.commit
-
-    def interrupt_after_first_epoch(folder: Path, state: Any) -> None:
-        commit(folder, state)
-        if state.epochs_done == 1 and not state.finished:
-            raise KeyboardInterrupt
-
-    patch.setattr(checkpoint, "commit", interrupt_after_first_epoch)
+    interrupt_after_commit(patch, lambda state: state.epochs_done == 1 and not state.finished)
     config = tiny_config(
         data={"limit": 200, "validation_split": 0.2, "test_split": 0.2},
         output={"runs_dir": str(tmp_path / "runs")},

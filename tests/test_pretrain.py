@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.conftest import tiny_config, write_config
+from tests.conftest import interrupt_after_commit, tiny_config, write_config
 from transferctl.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,7 +45,6 @@ def _history(run: Path) -> list[dict[str, str]]:
 def pretrain_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A pretrain run on digits, interrupted (Ctrl-C) after its first committed epoch, then
     resumed with the same command: what both invocations returned, and the run directory."""
-    from transferctl.train import checkpoint
 
     work = tmp_path_factory.mktemp("pretrain")
     config = write_config(
@@ -53,16 +52,9 @@ def pretrain_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         _pretrain_config(work, {"limit": 160, "classes": FEW_DIGITS, "validation_split": 0.05}),
     )
     run = work / "runs" / "encoder-run"
-    commit = checkpoint.commit
-
-    def interrupt_after_first_epoch(folder: Path, state: Any) -> None:
-        commit(folder, state)
-        if state.epochs_done == 1 and not state.finished:
-            raise KeyboardInterrupt
-
     runner = CliRunner()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(checkpoint, "commit", interrupt_after_first_epoch)
+        interrupt_after_commit(patch, lambda state: state.epochs_done == 1 and not state.finished)
         killed = runner.invoke(app, ["pretrain", str(config), "--run-dir", str(run), "-q"])
         rows_when_killed = _history(run)
     resumed = runner.invoke(app, ["pretrain", str(config), "--run-dir", str(run), "-q"])

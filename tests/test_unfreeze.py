@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config, write_config
+from tests.conftest import interrupt_after_commit, tiny_config, write_config
 from transferctl.config.schema import Unfreeze
 from transferctl.train.unfreeze import Step, checkpoint_step, schedule, step_of
 
@@ -90,7 +90,6 @@ def test_trainable_count_per_epoch_follows_the_schedule_across_resumes(
 ) -> None:
     from transferctl.config.loader import load_config
     from transferctl.plan import make_plan
-    from transferctl.train import checkpoint
 
     config = tiny_config(
         data={"limit": 48},
@@ -115,16 +114,15 @@ def test_trainable_count_per_epoch_follows_the_schedule_across_resumes(
     )
     path = write_config(tmp_path / "gradual.yaml", config)
     run = tmp_path / "run"
-    commit = checkpoint.commit
     kill_after = [2, 3]  # at the step boundary (a new step's optimizer), then inside a step
 
-    def interrupt(folder: Path, state: Any) -> None:
-        commit(folder, state)
+    def interrupt(state: Any) -> bool:
         if kill_after and state.epochs_done == kill_after[0] and not state.finished:
             kill_after.pop(0)
-            raise KeyboardInterrupt
+            return True
+        return False
 
-    monkeypatch.setattr(checkpoint, "commit", interrupt)
+    interrupt_after_commit(monkeypatch, interrupt)
     assert cli("finetune", path, "--run-dir", run, "-q").exit_code == 130
     resumed = cli("finetune", "--resume", run)
     assert resumed.exit_code == 130, resumed.output

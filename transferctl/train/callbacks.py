@@ -132,7 +132,13 @@ class NaNGuard(Callback):
 
 
 class HistoryWriter(Callback):
-    """history.csv: one row per epoch, rewritten atomically after each epoch."""
+    """history.csv: one row per epoch, rewritten atomically after each epoch.
+
+    `seconds` is wall time from the previous row to this one: the epoch's training, BatchNorm
+    statistics and validation, and the previous epoch's checkpoint (which is committed after
+    the row it follows is written, so that a kill between the two loses no row a resume keeps).
+    The first epoch of each `fit` counts from its start, plus `extra_seconds`.
+    """
 
     def __init__(
         self, path: Path, phase: str, rows: list[dict[str, Any]], extra_seconds: float = 0.0
@@ -143,9 +149,14 @@ class HistoryWriter(Callback):
         self.rows = rows
         self.started = 0.0
         self.extra_seconds = extra_seconds  # spent for this phase before its first epoch
+        self.last_row: float | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.last_row = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.started = time.perf_counter() - self.extra_seconds
+        now = time.perf_counter()
+        self.started = (now if self.last_row is None else self.last_row) - self.extra_seconds
         self.extra_seconds = 0.0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -165,6 +176,7 @@ class HistoryWriter(Callback):
         }
         self.rows.append(row)
         write_history(self.path, self.rows)
+        self.last_row = time.perf_counter()
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -15,8 +15,10 @@ cut short, emptied, edited or deleted since is an error naming it, never a silen
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 def load_state(folder: Path) -> TrainState | None:
     """The committed state, None when there is none yet; a damaged file is a `UserError`."""
+    wait()
     path = folder / STATE
     if not path.exists() and not path.is_symlink():
         return None
@@ -119,6 +122,7 @@ def verify_run_files(
         check_config: False when config.yaml is about to be replaced (`--force` with a config).
         check_labels: False for a run without classes (`transferctl pretrain`).
     """
+    wait()
     sums = state.checksums if state is not None else {}
     if check_config:
         _verify(run_dir, rundir.CONFIG, sums, CONFIG_FIX)
@@ -180,18 +184,60 @@ def sha256(path: Path) -> str:
 
 
 def save(model: Any, folder: Path, state: TrainState, *, best_model_weights: bool = False) -> None:
-    """Write the model's weights (and, if asked, as the new best), then commit `state`."""
+    """Write the model's weights (and, if asked, as the new best), then commit `state`.
+
+    The weights are copied out of the model here, and written and committed in a background
+    thread while training goes on (the previous commit is waited for first): on 2 CPU cores the
+    epoch then pays ~0.04 s for MobileNetV2's 27 MB, not 0.4 s. The first save of a model (and
+    of each new optimizer) writes with Keras's own `save_weights` and waits.
+    """
+    from transferctl.train import weights_file  # h5py: only where weights are written
+
+    wait()
     folder.mkdir(parents=True, exist_ok=True)
     name = (
         f"epoch-{state.epochs_done:04d}-step-{state.steps_done:06d}-phase-{state.phase_index}"
         ".weights.h5"
     )
-    with rundir.atomic_path(folder / name, suffix=".weights.h5") as temporary:
-        model.save_weights(str(temporary))
     state.weights = name
     if best_model_weights:
         state.best_weights = name
-    commit(folder, state)
+    entries = weights_file.snapshot(model)
+    if entries is None:
+        with rundir.atomic_path(folder / name, suffix=".weights.h5") as temporary:
+            weights_file.save(model, temporary)
+        commit(folder, state)
+        return
+    frozen = copy.deepcopy(state)  # training goes on changing `state`
+
+    def write_and_commit() -> None:
+        try:
+            with rundir.atomic_path(folder / name, suffix=".weights.h5") as temporary:
+                weights_file.write(entries, temporary)
+            _commit(folder, frozen)
+        except BaseException as error:  # noqa: BLE001 - raised by the next wait()
+            _background.error = error
+
+    _background.thread = threading.Thread(target=write_and_commit, name="checkpoint")
+    _background.thread.start()
+
+
+class _Background:
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+
+_background = _Background()
+
+
+def wait() -> None:
+    """Until the checkpoint being written in the background is committed; its error, if any."""
+    thread, _background.thread = _background.thread, None
+    if thread is not None:
+        thread.join()
+    error, _background.error = _background.error, None
+    if error is not None:
+        raise error
 
 
 def record_config(run_dir: Path, text: str, state: TrainState | None) -> None:
@@ -211,6 +257,11 @@ def record_config(run_dir: Path, text: str, state: TrainState | None) -> None:
 
 def commit(folder: Path, state: TrainState) -> None:
     """Record the checksums, write `state.json` atomically, then drop unreferenced weights."""
+    wait()
+    _commit(folder, state)
+
+
+def _commit(folder: Path, state: TrainState) -> None:
     state.checksums = _checksums(folder, state)
     rundir.write_text(folder / STATE, json.dumps(asdict(state), indent=2) + "\n")
     keep = {state.weights, state.best_weights, STATE}
