@@ -5,7 +5,7 @@ commands, and for each comparison the ratio measured in the same run (alternatin
 sides, median/min/max over the repeats). Timings on a shared machine are noisy: compare ratios,
 not seconds across runs.
 
-    .venv/bin/python bench/report.py [--repeats 2] [--out bench/RESULTS.md]
+    .venv/bin/python bench/report.py [--repeats 3] [--out bench/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def rule_of_thumb(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     before = machine()
@@ -84,10 +84,12 @@ def main() -> None:
         "Same folder (scikit-learn digits as 1,797 JPEG/PNG files, 32 px, 10 classes), "
         "MobileNetV2 from scratch (BatchNorm training), 64 px, batch 32, 4 epochs, 80/20 split; "
         "the two alternate. Seconds per epoch: median of epochs 2-4; transferctl's from "
-        "history.csv (training, BatchNorm statistics over a fixed sample of 512 training images, "
-        "validation, checkpoint, TensorBoard, history); the pass over up to 4,096 images for "
-        "the saved model runs once at the phase's end, after the last epoch's row. The plain "
-        "script has no statistics pass (hence its accuracy).\n\n"
+        "history.csv: wall time from one epoch's row to the next (training, BatchNorm statistics "
+        "over a fixed sample of 256 training images, validation, TensorBoard, history, and the "
+        "previous epoch's checkpoint: its copy out of the model, written and committed in the "
+        "background while the epoch trains); the pass over up to 4,096 images for the saved "
+        "model runs once at the phase's end, after the last epoch's row. The plain script has "
+        "no statistics pass (hence its accuracy).\n\n"
         f"{table}\n\n"
         "| tool | run | seconds per epoch | median epochs 2-4 | final val accuracy |\n"
         "|---|---|---|---|---|\n" + "\n".join(rows) + f"\n\n(bench took {seconds:.0f} s)\n"

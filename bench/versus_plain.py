@@ -4,9 +4,10 @@ Both train MobileNetV2 from scratch (BatchNorm training) at the same size, batch
 the same folder (JPEG and PNG files), 80/20 train/validation: `bench/plain_keras.py`, then
 `transferctl finetune`, alternating, `--repeats` times. Seconds per epoch: the median of epochs
 2..N of each run (the first carries tracing); transferctl's from history.csv's `seconds`, which
-counts everything an epoch costs (training, BatchNorm statistics, validation, checkpoint,
-TensorBoard, history). Accuracy: validation accuracy at the end (transferctl: metrics.json, the
-model it saves; the plain script: its last epoch). Prints a Markdown table and one JSON line.
+counts everything an epoch costs (training, BatchNorm statistics, validation, TensorBoard,
+history, and the previous epoch's checkpoint). Accuracy: validation accuracy at the end
+(transferctl: metrics.json, the model it saves; the plain script: its last epoch). Prints a
+Markdown table and one JSON line.
 
     .venv/bin/python bench/versus_plain.py [--repeats 2] [--size 64] [--epochs 4]
 """
