@@ -7,7 +7,7 @@ Keras kept (momentum 0.99), and after `transferctl.model.batchnorm.recompute_sta
 With `--samples`, after every epoch it also scores the statistics measured on random samples of
 the training images (several draws each), as the pass before each validation does on a fixed
 sample of `EPOCH_STATISTICS_IMAGES`, and times the pass over that many images at the training
-batch and at the pass's own (`STATISTICS_BATCH_FACTOR` times larger).
+batch and at the pass's own (`FORWARD_BATCH_FACTOR` times larger).
 
     .venv/bin/python bench/batchnorm_statistics.py [--epochs 3] [--samples 64 256 1024]
 """
@@ -22,11 +22,8 @@ from typing import Any
 from transferctl import backbones, runtime
 from transferctl.config.schema import Data, Freeze, Head, Train
 from transferctl.data import load_data
-from transferctl.model.batchnorm import (
-    EPOCH_STATISTICS_IMAGES,
-    STATISTICS_BATCH_FACTOR,
-    recompute_statistics,
-)
+from transferctl.data.bundle import FORWARD_BATCH_FACTOR
+from transferctl.model.batchnorm import EPOCH_STATISTICS_IMAGES, recompute_statistics
 from transferctl.model.classifier import build_classifier
 from transferctl.model.freezing import apply_freeze
 from transferctl.train.loop import compile_model
@@ -83,7 +80,7 @@ def sample_scores(model: Any, data: Any, sizes: list[int]) -> dict[str, Any]:
     recompute_statistics(model, data.plain("train"))
     scores["all"] = model.evaluate(data.plain("val"), verbose=0, return_dict=True)["accuracy"]
     sample = images.take(EPOCH_STATISTICS_IMAGES).cache()
-    for factor in (1, STATISTICS_BATCH_FACTOR):
+    for factor in (1, FORWARD_BATCH_FACTOR):
         batched = sample.batch(factor * data.batch_size)
         recompute_statistics(model, batched)  # decoded into the cache, traced for this shape
         started = time.perf_counter()
@@ -97,10 +94,10 @@ def print_samples(rows: list[dict[str, Any]], sizes: list[int], batch: int) -> N
     print(
         f"\nval accuracy after each epoch, statistics from a random sample of N training "
         f"images ({DRAWS} draws: mean, min-max) against all of them; seconds of one pass over "
-        f"{EPOCH_STATISTICS_IMAGES} images at batch {batch} and {STATISTICS_BATCH_FACTOR * batch}"
+        f"{EPOCH_STATISTICS_IMAGES} images at batch {batch} and {FORWARD_BATCH_FACTOR * batch}"
     )
     head = " | ".join(f"N={size}" for size in sizes)
-    print(f"| epoch | {head} | all | pass s, batch {batch} / {STATISTICS_BATCH_FACTOR * batch} |")
+    print(f"| epoch | {head} | all | pass s, batch {batch} / {FORWARD_BATCH_FACTOR * batch} |")
     print("|---" * (len(sizes) + 3) + "|")
     for epoch, row in enumerate(rows, 1):
         cells = [
@@ -109,7 +106,7 @@ def print_samples(rows: list[dict[str, Any]], sizes: list[int], batch: int) -> N
         ]
         timing = (
             f"{row[f'seconds_batch_{batch}']:.3f} / "
-            f"{row[f'seconds_batch_{STATISTICS_BATCH_FACTOR * batch}']:.3f}"
+            f"{row[f'seconds_batch_{FORWARD_BATCH_FACTOR * batch}']:.3f}"
         )
         print(f"| {epoch} | {' | '.join(cells)} | {row['all']:.4f} | {timing} |")
 

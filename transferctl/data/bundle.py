@@ -15,6 +15,10 @@ from transferctl.errors import UserError
 from transferctl.source_classes import unknown_classes
 
 SPLITS = ("train", "val", "test")
+# Forward-only passes (each epoch's validation and BatchNorm statistics) keep no activations for
+# a backward pass, so they take larger batches than training: on 2 CPU cores MobileNetV2 at
+# 64 px scored 359 images in 0.33 s at batch 64 against 0.41 s at 32
+FORWARD_BATCH_FACTOR = 2
 
 
 @dataclass
@@ -42,6 +46,11 @@ class DataBundle:
     def count(self, split: str) -> int:
         return len(self.examples[split]) if self.has(split) else 0
 
+    @property
+    def forward_batch_size(self) -> int:
+        """The batch of forward-only passes: `FORWARD_BATCH_FACTOR` x the training batch."""
+        return FORWARD_BATCH_FACTOR * self.batch_size
+
     def steps(self, split: str) -> int:
         return -(-self.count(split) // self.batch_size)
 
@@ -65,12 +74,15 @@ class DataBundle:
             skip_unreadable=self.audit is not None,
         )
 
-    def plain(self, split: str, *, drop_remainder: bool = False) -> Any:
-        """In order, not augmented: for evaluation and BatchNorm statistics."""
+    def plain(
+        self, split: str, *, drop_remainder: bool = False, batch_size: int | None = None
+    ) -> Any:
+        """In order, not augmented: for evaluation and BatchNorm statistics, in batches of
+        `batch_size` (defaults to the training batch)."""
         return pipeline.make_dataset(
             self.examples[split],
             self.image_size,
-            self.batch_size,
+            batch_size or self.batch_size,
             self.num_classes,
             drop_remainder=drop_remainder,
             skip_unreadable=self.audit is not None,

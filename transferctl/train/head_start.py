@@ -58,8 +58,8 @@ class PhaseInputs:
         if not data.has("val"):
             return None
         if self.features is not None and self.decision.use:
-            return feature_cache.plain_dataset(self.features, "val", data.batch_size)
-        return data.plain("val")
+            return feature_cache.plain_dataset(self.features, "val", data.forward_batch_size)
+        return data.plain("val", batch_size=data.forward_batch_size)
 
 
 def prepare(
