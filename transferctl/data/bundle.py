@@ -88,6 +88,20 @@ class DataBundle:
             skip_unreadable=self.audit is not None,
         )
 
+    def validation(self) -> Any:
+        """The validation split as each epoch scores it: in order, in forward-pass batches, a
+        folder's images decoded once and kept in memory when they fit the decode cache's
+        budget beside the training images (like them, read again every epoch)."""
+        keep = pipeline.decode_cache_fits(self.count("train") + self.count("val"), self.image_size)
+        return pipeline.make_dataset(
+            self.examples["val"],
+            self.image_size,
+            self.forward_batch_size,
+            self.num_classes,
+            skip_unreadable=self.audit is not None,
+            keep=keep,
+        )
+
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     """scikit-learn's "balanced" weights, n_samples / (n_classes * count), for every class.

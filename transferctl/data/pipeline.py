@@ -31,6 +31,7 @@ def make_dataset(
     drop_remainder: bool = False,
     skip_unreadable: bool = False,
     extra: Any = None,
+    keep: bool = False,
 ) -> Any:
     """Batches of (float32 images 0-255 at `image_size`, one-hot labels), prefetched.
 
@@ -41,6 +42,9 @@ def make_dataset(
         extra: an array with one row per example (a distillation teacher's outputs) that
             travels with its image, shuffled and skipped with it; batches are then
             `((images, extra), labels)`. Defaults to `None`.
+        keep: keep a folder's decoded images in memory after the first pass (a split read
+            every epoch; the caller checked `decode_cache_fits`). The training set (with
+            `shuffle_seed`) is kept whenever it fits. Defaults to `False`.
     """
     tf = runtime.tf()
     autotune = tf.data.AUTOTUNE
@@ -66,7 +70,7 @@ def make_dataset(
             columns = (examples.paths, orientation, examples.labels, *carried)
         dataset = tf.data.Dataset.from_tensor_slices(columns)
         # the training set, read every epoch: decoded once, kept in memory when it fits
-        cached = shuffle_seed is not None and decode_cache_fits(len(examples), image_size)
+        cached = keep or (shuffle_seed is not None and decode_cache_fits(len(examples), image_size))
         if shuffle_seed is not None and not cached:
             dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
 
@@ -80,8 +84,10 @@ def make_dataset(
         if skip_unreadable:
             dataset = dataset.ignore_errors(log_warning=True)
         if cached:
+            dataset = dataset.cache()
+        if cached and shuffle_seed is not None:
             # same seed, same count: the same order as shuffling the paths
-            dataset = dataset.cache().shuffle(len(examples), seed=shuffle_seed)
+            dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
     if augmenter is not None:

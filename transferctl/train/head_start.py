@@ -59,7 +59,7 @@ class PhaseInputs:
             return None
         if self.features is not None and self.decision.use:
             return feature_cache.plain_dataset(self.features, "val", data.forward_batch_size)
-        return data.plain("val", batch_size=data.forward_batch_size)
+        return data.validation()
 
 
 def prepare(
