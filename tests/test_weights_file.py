@@ -143,3 +143,18 @@ def test_a_failed_background_write_stops_the_run_and_keeps_the_last_commit(
     resumed: Any = cli("finetune", "--resume", run, "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert checkpoint.load_state(run / "checkpoints").finished  # type: ignore[union-attr]
+
+
+def test_a_large_model_is_written_from_its_variables_not_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = small_model()
+    train(model)
+    weights_file.save(model, tmp_path / "first.weights.h5")
+    assert weights_file.snapshot(model) is not None
+    monkeypatch.setattr(weights_file, "SNAPSHOT_MAX_BYTES", 100)
+    assert weights_file.snapshot(model) is None  # checkpoint.save then writes synchronously
+    train(model, 3)
+    weights_file.save(model, tmp_path / "large.weights.h5")
+    model.save_weights(str(tmp_path / "keras.weights.h5"))
+    assert tree(tmp_path / "large.weights.h5") == tree(tmp_path / "keras.weights.h5")

@@ -16,6 +16,7 @@ checkpoint is always a file `load_weights` reads as its own.
 from __future__ import annotations
 
 import io
+import math
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,16 @@ _LAYOUTS: weakref.WeakKeyDictionary[Any, Layout | None] = weakref.WeakKeyDiction
 Entries = list[tuple[str, dict[str, Any], str | None, Any]]
 
 
+# Above this, a checkpoint is written from the variables while training waits, rather than from
+# a copy: a copy of a large model and its optimizer state would hold that much more memory
+SNAPSHOT_MAX_BYTES = 1 << 30
+
+
 def save(model: Any, path: Path) -> None:
     """Write `model`'s weights (and optimizer state) to `path`, as `model.save_weights` would."""
-    entries = snapshot(model)
-    if entries is not None:
-        write(entries, path)
+    layout = _checked_layout(model)
+    if layout is not None:
+        write(layout.entries, path)
         return
     key = _layout_key(model)
     layout = _LAYOUTS.get(model, Layout([]))
@@ -67,15 +73,33 @@ def save(model: Any, path: Path) -> None:
 
 def snapshot(model: Any) -> Entries | None:
     """The model's weights as arrays (copies), laid out as `save_weights` writes them, for
-    `write` to put in a file later, from any thread; None until the layout is checked (`save`
-    does that with Keras's writer)."""
-    layout = _LAYOUTS.get(model)
-    if layout is None or not layout.verified or layout.key != _layout_key(model):
+    `write` to put in a file later, from any thread. None until the layout is checked (`save`
+    does that with Keras's writer), and above `SNAPSHOT_MAX_BYTES` (`save` then)."""
+    layout = _checked_layout(model)
+    if layout is None:
+        return None
+    variables = [variable for _, _, name, variable in layout.entries if name is not None]
+    size = sum(math.prod(variable.shape) * _itemsize(variable.dtype) for variable in variables)
+    if size > SNAPSHOT_MAX_BYTES:
         return None
     return [
         (group, metadata, name, None if name is None else np.array(_numpy(variable), copy=True))
         for group, metadata, name, variable in layout.entries
     ]
+
+
+def _checked_layout(model: Any) -> Layout | None:
+    layout = _LAYOUTS.get(model)
+    if layout is None or not layout.verified or layout.key != _layout_key(model):
+        return None
+    return layout
+
+
+def _itemsize(dtype: Any) -> int:
+    try:
+        return np.dtype(str(dtype)).itemsize
+    except TypeError:  # bfloat16 and other types numpy does not name
+        return 4
 
 
 def write(entries: Entries, path: Path) -> None:
