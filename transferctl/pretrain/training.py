@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import rundir, runtime
+from transferctl import rundir
 from transferctl.config.schema import Freeze, Model, Pretrain, Train
 from transferctl.data import DataBundle
 from transferctl.errors import TrainingFailed
@@ -95,9 +95,7 @@ def train_autoencoder(
             train_config.checkpoint_every,
             state.steps_done if resuming else 0,
         ),
-        runtime.keras().callbacks.TensorBoard(
-            log_dir=str(run_dir / rundir.TENSORBOARD / PHASE), write_graph=False, profile_batch=0
-        ),
+        cb.tensorboard(run_dir / rundir.TENSORBOARD / PHASE),
     ]
     if console is not None:
         console.print(

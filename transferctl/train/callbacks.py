@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,21 +115,33 @@ class ResumableEarlyStopping(EarlyStopping):
 
 
 class NaNGuard(Callback):
-    """Stop at the first batch whose loss is NaN or infinite, and remember where."""
+    """Stop at the first batch whose loss is NaN or infinite, and remember where.
+
+    `async_safe`: Keras runs the batch hook in a worker thread, so the next step starts without
+    waiting for this one's loss to reach Python (a hook that is not async-safe makes every step
+    wait). Hooks may then finish out of order; the earliest failing batch is kept, and Keras
+    flushes them all before `on_epoch_end`, so the epoch's checkpoint sees any failure.
+    """
+
+    async_safe = True
 
     def __init__(self) -> None:
         super().__init__()
         self.epoch = 0
         self.failure: tuple[int, int, float] | None = None
+        self.lock = threading.Lock()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and self.failure is None:
-            self.failure = (self.epoch, batch, float(loss))
-            self.model.stop_training = True
+        if loss is None or math.isfinite(float(loss)):
+            return
+        with self.lock:
+            if self.failure is None or (self.epoch, batch) < self.failure[:2]:
+                self.failure = (self.epoch, batch, float(loss))
+        self.model.stop_training = True
 
 
 class HistoryWriter(Callback):
@@ -193,6 +206,15 @@ def trainable_params(model: Any) -> int:
     return int(sum(math.prod(variable.shape) for variable in model.trainable_weights))
 
 
+def tensorboard(log_dir: Path) -> Any:
+    """Keras's TensorBoard callback, epoch summaries only, marked `async_safe` (see `NaNGuard`):
+    with `update_freq="epoch"` and no profiling its batch hook writes nothing, so the steps need
+    not wait for it."""
+    board = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)
+    board.async_safe = True
+    return board
+
+
 def current_learning_rate(model: Any) -> float:
     optimizer = model.optimizer
     rate = optimizer.learning_rate
@@ -222,6 +244,8 @@ class EpochCheckpoint(Callback):
         self.every_steps = every_steps
         self.steps_before = steps_before  # batches of this epoch trained before a resume
         self.epoch = 0
+        # without step checkpoints the batch hook does nothing: the steps need not wait for it
+        self.async_safe = every_steps is None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
@@ -252,7 +276,13 @@ class EpochCheckpoint(Callback):
 
 
 class ProgressDisplay(Callback):
-    """A rich progress bar per phase on a terminal; one plain line per epoch otherwise."""
+    """A rich progress bar per phase on a terminal; one plain line per epoch otherwise.
+
+    `async_safe` (see `NaNGuard`): rich's `Progress` is thread-safe, and a batch hook that
+    finishes after a later one's does not move the bar back.
+    """
+
+    async_safe = True
 
     def __init__(
         self,
@@ -274,6 +304,8 @@ class ProgressDisplay(Callback):
         self.epoch_task: Any = None
         self.batch_task: Any = None
         self.started = 0.0
+        self.shown = 0  # batches the bar shows done in this epoch
+        self.lock = threading.Lock()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if not self.console.is_terminal:
@@ -301,9 +333,15 @@ class ProgressDisplay(Callback):
             # a resumed phase, or a later step of gradual unfreezing, starts part-way through
             self.progress.update(self.epoch_task, completed=epoch - self.first_epoch)
             self.progress.reset(self.batch_task, total=self.steps, metrics="")
+        self.shown = 0
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.progress is not None:
+        if self.progress is None:
+            return
+        with self.lock:
+            if batch + 1 <= self.shown:
+                return
+            self.shown = batch + 1
             self.progress.update(
                 self.batch_task, completed=batch + 1, metrics=_format(logs or {}, "train")
             )

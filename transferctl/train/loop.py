@@ -221,11 +221,7 @@ def train(
                 train_config.checkpoint_every,
                 state.steps_done if resuming_here else 0,
             ),
-            runtime.keras().callbacks.TensorBoard(
-                log_dir=str(run_dir / rundir.TENSORBOARD / phase.label),
-                write_graph=False,
-                profile_batch=0,
-            ),
+            cb.tensorboard(run_dir / rundir.TENSORBOARD / phase.label),
         ]
         end_epoch = state.phase_start_epoch + phase.epochs
         if console is not None:
