@@ -8,6 +8,12 @@ turned upright in the graph before resizing, as Pillow's `ImageOps.exif_transpos
 The training images of a folder are decoded and resized once and kept in memory after the first
 epoch when they fit a budget (`decode_cache_fits`; `TRANSFERCTL_DECODE_CACHE_MB`, default 128):
 later epochs then only shuffle, augment and batch. Evaluation sets are read as they stream.
+
+tf.data's autotuning model is off (`steady`): with it on, destroying an epoch's iterator at the
+start of the next sometimes waited, idle, for the model thread's next wake-up (18-45 s seen at the
+start of a 15-s epoch; bench/README.md, "Idle epochs"). Parallel maps then run at the default
+parallelism autotuning starts from (the cores, at most 16), and `prefetch(AUTOTUNE)` sizes its
+buffer with its own tuner, as before.
 """
 
 from __future__ import annotations
@@ -100,7 +106,15 @@ def make_dataset(
         onehot = tf.one_hot(labels, num_classes)
         return ((images, rows[0]), onehot) if rows else (images, onehot)
 
-    return dataset.map(finish, num_parallel_calls=autotune).prefetch(autotune)
+    return steady(dataset.map(finish, num_parallel_calls=autotune).prefetch(autotune))
+
+
+def steady(dataset: Any) -> Any:
+    """`dataset` with tf.data's autotuning model off (see the module docstring); the options
+    carry on to the transformations that follow."""
+    options = runtime.tf().data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 DECODE_CACHE_MIB = 128  # default memory budget of the decoded training images (bench/memory.py)

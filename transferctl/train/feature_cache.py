@@ -19,7 +19,7 @@ import numpy as np
 
 from transferctl import runtime
 from transferctl.config.schema import Augment
-from transferctl.data import DataBundle
+from transferctl.data import DataBundle, pipeline
 
 MEMORY_BUDGET_BYTES = 1 << 30
 POOL_LAYER = "pool"
@@ -189,4 +189,5 @@ def _gather(
             x = (x, tf.gather(extra_tensor, index))
         return x, tf.gather(labels_tensor, index)
 
-    return index_batches.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    batches = index_batches.map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return pipeline.steady(batches.prefetch(tf.data.AUTOTUNE))
