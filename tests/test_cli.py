@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,21 @@ import yaml
 from transferctl import __version__
 
 
-def test_help_is_instant_and_lists_the_commands() -> None:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "transferctl", "--help"], capture_output=True, text=True
+def test_help_lists_the_commands_without_importing_tensorflow() -> None:
+    """`--help` stays instant because TensorFlow and Keras are imported lazily: checked by what
+    the process imported, not by a clock (timings live in bench/)."""
+    code = (
+        "import sys\n"
+        "from transferctl.cli import main\n"
+        "sys.argv = ['transferctl', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('imported:', 'tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
-    elapsed = time.perf_counter() - started
-    assert result.returncode == 0
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
     for command in ("finetune", "validate", "backbones"):
         assert command in result.stdout
-    assert elapsed < 2.0, f"--help took {elapsed:.2f}s"  # measured 0.3s; generous for CI noise
+    assert result.stdout.strip().splitlines()[-1] == "imported: False False"
 
 
 def test_version(cli) -> None:
