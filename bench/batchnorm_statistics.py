@@ -19,7 +19,8 @@ import statistics
 import time
 from typing import Any
 
-from transferctl import backbones, runtime
+from transferctl import runtime
+from transferctl.config import backbones
 from transferctl.config.schema import Data, Freeze, Head, Train
 from transferctl.data import load_data
 from transferctl.data.bundle import FORWARD_BATCH_FACTOR

@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import spread, write_digits_folder  # noqa: E402
 
-from transferctl import backbones, runtime  # noqa: E402
+from transferctl import runtime  # noqa: E402
+from transferctl.config import backbones
 from transferctl.config.schema import Augment, Data, Freeze, Head, Train  # noqa: E402
 from transferctl.data import load_data  # noqa: E402
 from transferctl.model.classifier import build_classifier  # noqa: E402

@@ -127,9 +127,9 @@ class Status:
 
 def status(run: Run, runs_dir: Path, override: Path | None) -> Status:
     """Compare the run's folders of that name with the config the command would resolve."""
-    from transferctl import runs as found_runs
     from transferctl.config.loader import dump_config, load_config
     from transferctl.errors import UserError
+    from transferctl.rundir import lookup as found_runs
 
     folders = sorted(
         (folder for folder in runs_dir.glob(f"{run.name}-*") if folder.is_dir()),

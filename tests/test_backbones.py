@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transferctl import backbones
+from transferctl.config import backbones
 
 
 def test_every_keras_application_is_listed_once() -> None:

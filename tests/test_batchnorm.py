@@ -16,7 +16,7 @@ def test_recomputed_statistics_are_the_exact_moments_of_the_layer_input() -> Non
     import keras
     import tensorflow as tf
 
-    from transferctl.backbones import get
+    from transferctl.config.backbones import get
     from transferctl.config.schema import Head
     from transferctl.model.batchnorm import recompute_statistics
     from transferctl.model.classifier import build_classifier

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from transferctl.curves import load_history, write_run_curves
+from transferctl.rundir.curves import load_history, write_run_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COLUMNS = ("epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")

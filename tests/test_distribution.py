@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import write_config
 from transferctl.config.schema import Train
-from transferctl.distribution import (
+from transferctl.distribute.strategy import (
     CPU_DEVICES_VARIABLE,
     Distribution,
     cpu_devices,

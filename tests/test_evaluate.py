@@ -17,7 +17,7 @@ from PIL import Image
 
 from tests.conftest import make_image_folder
 from transferctl.evaluate import compute_metrics, most_confused
-from transferctl.report import confusion_matrix_figure, save_confusion_matrix
+from transferctl.evaluate.confusion import confusion_matrix_figure, save_confusion_matrix
 
 CLASSES = ["blue", "green", "red"]
 EVAL_FILES = ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv")

@@ -187,7 +187,7 @@ def test_unknown_until_layer_names_the_field(cli, tmp_path: Path) -> None:
 
 def test_regex_freezes_the_matching_layers_wherever_they_are() -> None:
     """`{regex: ...}` on a built model: matches frozen, the rest trains, BatchNorm stays frozen."""
-    from transferctl import backbones
+    from transferctl.config import backbones
     from transferctl.config.schema import Freeze, Head
     from transferctl.errors import UserError
     from transferctl.model.classifier import build_classifier

@@ -86,7 +86,8 @@ def unfinished(tmp_path: Path) -> Path:
 def _holder(folder: Path) -> subprocess.Popen:
     """Another process holding `folder`'s run lock until it is killed."""
     code = (
-        "import sys, time; from pathlib import Path; from transferctl import runlock; "
+        "import sys, time; from pathlib import Path; "
+        "from transferctl.rundir import lock as runlock; "
         "runlock.acquire(Path(sys.argv[1]), 'test'); print('held', flush=True); time.sleep(120)"
     )
     process = subprocess.Popen(
@@ -483,7 +484,7 @@ def test_a_run_in_use_is_named_with_its_holder(
         holder.wait()
 
     # the kernel dropped the lock of the killed process: nothing blocks, nothing to clean up
-    from transferctl import runlock
+    from transferctl.rundir import lock as runlock
 
     assert runlock.holder(unfinished) is None
     result = cli("evaluate", unfinished)
@@ -630,7 +631,7 @@ def test_unreadable_sub_folders_are_reported_not_skipped(
 def test_disk_space_error_names_the_run_dir_option(
     tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from transferctl import pipeline
+    from transferctl.stages import finetune as pipeline
 
     monkeypatch.setattr(
         pipeline.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 0)

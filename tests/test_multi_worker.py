@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_config, write_config
-from transferctl import cluster, keras_multiworker, worker
+from transferctl.distribute import cluster, keras_multiworker
 from transferctl.errors import UserError
+from transferctl.stages import worker
 
 EPOCHS = 5
 RUN_FILES = {

@@ -108,7 +108,7 @@ WRITER = textwrap.dedent(
     import sys, itertools
     from pathlib import Path
     import keras, numpy as np
-    from transferctl import rundir
+    from transferctl.rundir import layout as rundir
     from transferctl.train import checkpoint
     from transferctl.train.checkpoint import TrainState
     folder = Path(sys.argv[1])

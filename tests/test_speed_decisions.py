@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from transferctl import speed
-from transferctl.runtime import Device
+from transferctl.runtime import Device, speed
 
 CPU = Device("CPU", (), None)
 GPU = Device("GPU", ("NVIDIA H100",), (9, 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from transferctl import backbones
+from transferctl.config import backbones
 from transferctl.errors import UserError
 
 

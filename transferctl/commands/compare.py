@@ -1,6 +1,7 @@
 """`transferctl compare RUN_DIR RUN_DIR...`: one table, or one JSON document; never TensorFlow.
 
-The reading and diffing is `transferctl.compare.compare_runs`; this module lays out its result.
+The reading and diffing is `transferctl.inspect.compare.compare_runs`; this module lays out
+its result.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from transferctl import rundir
-from transferctl.compare import Comparison, RunSummary, compare_runs
 from transferctl.errors import UserError
+from transferctl.inspect.compare import Comparison, RunSummary, compare_runs
+from transferctl.rundir import layout as rundir
 
 MISSING = "-"
 
@@ -32,7 +33,7 @@ def run(run_dirs: Sequence[Path], plot: Path | None, as_json: bool) -> None:
     else:
         _print_table(comparison)
     if plot is not None:
-        from transferctl.curves import save_overlay
+        from transferctl.rundir.curves import save_overlay
 
         curves = [(_legend(run), run.history) for run in comparison.runs]
         save_overlay(curves, plot, f"validation accuracy, {len(curves)} runs")

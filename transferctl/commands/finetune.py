@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from transferctl import rundir
 from transferctl.config.loader import load_config
 from transferctl.errors import UserError
+from transferctl.rundir import layout as rundir
 
 
 def run(
@@ -30,7 +30,7 @@ def run(
     if config_path is None and target is None:
         raise UserError("CONFIG", "missing", "pass a config file, or --resume RUN_DIR")
 
-    from transferctl import pipeline
+    from transferctl.stages import finetune as pipeline
 
     if target is not None:
         source = config_path or target / rundir.CONFIG

@@ -37,8 +37,8 @@ def run(
 
 
 def _print_estimate(config: Config, console: Console) -> None:
-    from transferctl.estimate import PROBE_STEPS
-    from transferctl.estimate import estimate as probe
+    from transferctl.plan.estimate import PROBE_STEPS
+    from transferctl.plan.estimate import estimate as probe
 
     phases = probe(config)
     console.print(

@@ -9,10 +9,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from transferctl import rundir
 from transferctl.config.loader import load_config
 from transferctl.errors import UserError
-from transferctl.runs import run_name
+from transferctl.rundir import layout as rundir
+from transferctl.rundir.lookup import run_name
 
 
 def run(
@@ -32,7 +32,7 @@ def run(
     if config_path is None and target is None:
         raise UserError("CONFIG", "missing", "pass a config file, or --resume RUN_DIR")
 
-    from transferctl.pretrain import stage
+    from transferctl.stages import pretrain as stage
 
     if target is not None:
         source = config_path or target / rundir.CONFIG

@@ -10,7 +10,8 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from transferctl import backbones, labels
+from transferctl import labels
+from transferctl.config import backbones
 from transferctl.config.schema import Config
 from transferctl.errors import UserError, quote
 
@@ -91,7 +92,7 @@ def classes_are_in_the_source(config: Config) -> Iterator[UserError]:
     """`data.classes` names classes the source has (when that is known without loading it)."""
     if config.data.classes is None:
         return
-    from transferctl.source_classes import source_class_names, unknown_classes
+    from transferctl.config.classes import source_class_names, unknown_classes
 
     available = source_class_names(config.data)
     if available is not None:
@@ -234,7 +235,7 @@ def teacher_has_the_classes(config: Config) -> Iterator[UserError]:
     """`distill.teacher` learned the classes this config trains (checked again on loading)."""
     if config.distill is None:
         return
-    from transferctl.source_classes import source_class_names, teacher_class_problem
+    from transferctl.config.classes import source_class_names, teacher_class_problem
 
     wanted = config.data.classes or source_class_names(config.data)
     if wanted is not None:

@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from transferctl.config import bounded_yaml
 from transferctl.config.checks import run_checks, run_resolved_checks
 from transferctl.config.schema import Config
 from transferctl.errors import ConfigErrors, UserError, quote
+from transferctl.files import bounded_yaml
 
 CONFIG_FILE_NAME = "config.yaml"
 

@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from transferctl import backbones
+from transferctl.config import backbones
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
@@ -354,7 +354,7 @@ class Output(Section):
 
 
 # ----------------------------------------------------------------------------------------------
-# runtime: how training is spread over devices (transferctl/distribution.py decides and builds)
+# runtime: how training is spread over devices (distribute/strategy.py decides and builds)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -465,13 +465,13 @@ class Config(Section):
         model = self.model
         if model.weights.startswith(RUN_PREFIX):
             # {run: NAME}: the newest finished run of that name; the resolved config names it
-            from transferctl.runs import newest_finished_run
+            from transferctl.rundir.lookup import newest_finished_run
 
             found = newest_finished_run(self.output.runs_dir, model.weights[len(RUN_PREFIX) :])
             model = model.model_copy(update={"weights": str(found)})
         distill = self.distill
         if distill is not None and distill.teacher.startswith(RUN_PREFIX):
-            from transferctl.runs import newest_finished_run
+            from transferctl.rundir.lookup import newest_finished_run
 
             name = distill.teacher[len(RUN_PREFIX) :]
             found = newest_finished_run(self.output.runs_dir, name, where="distill.teacher")

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from transferctl.config.classes import unknown_classes
 from transferctl.config.schema import Data
 from transferctl.data import pipeline, sources, splits
 from transferctl.data.audit import FolderAudit, split_shortfalls
 from transferctl.data.examples import Examples
 from transferctl.errors import UserError
-from transferctl.source_classes import unknown_classes
 
 SPLITS = ("train", "val", "test")
 # Forward-only passes (each epoch's validation and BatchNorm statistics) keep no activations for
@@ -132,9 +132,10 @@ def load_data(
         unlabelled: labels will be ignored (`transferctl pretrain`): a folder without
             `data.classes` may then hold its images with or without class sub-folders, all
             in one class. Digits and CIFAR keep their labels. Defaults to `False`.
-        replicas: replicas training in sync (`transferctl.distribution`): `data.batch_size` is
-            per replica, so the bundle's batches are `batch_size x replicas` (the global batch
-            `fit` gets and the strategy splits). Defaults to `1`.
+        replicas: replicas training in sync (`transferctl.distribute.strategy`):
+            `data.batch_size` is per replica, so the bundle's batches are
+            `batch_size x replicas` (the global batch `fit` gets and the strategy splits).
+            Defaults to `1`.
 
     Example:
         bundle = load_data(config.data, config.seed)

@@ -15,8 +15,8 @@ import numpy as np
 
 from transferctl.data import audit, audit_cache
 from transferctl.data.examples import Examples
-from transferctl.downloads import bounded_download
 from transferctl.errors import UserError
+from transferctl.runtime.downloads import bounded_download
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
@@ -307,7 +307,7 @@ def load_scanned_folder(
 
 def _only_classes(found: audit.FolderAudit, classes: list[str]) -> audit.FolderAudit:
     """The audit of the `classes` folders alone, with `class_names` in that order."""
-    from transferctl.source_classes import unknown_classes
+    from transferctl.config.classes import unknown_classes
 
     problem = unknown_classes(classes, found.class_names)
     if problem is not None:

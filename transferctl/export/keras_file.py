@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import rundir, runtime
+from transferctl import runtime
 from transferctl.export.portable import portable_keras_model
 from transferctl.export.source import Samples, predict_keras
+from transferctl.rundir import layout as rundir
 
 NAME = "model.keras"
 

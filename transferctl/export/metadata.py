@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from transferctl import rundir
 from transferctl.errors import UserError
+from transferctl.rundir import layout as rundir
 
 EXPORT_INFO = "export.json"
 

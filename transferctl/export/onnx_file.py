@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import rundir, runtime
+from transferctl import runtime
 from transferctl.export import extras
 from transferctl.export.native import captured_native_output
 from transferctl.export.parity import ExportFailed
 from transferctl.export.serving import resize_by_matmul
 from transferctl.export.source import Samples
+from transferctl.rundir import layout as rundir
 
 NAME = "model.onnx"
 OPSET = 17

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferctl import files, rundir, runlock
+from transferctl import files
 from transferctl.errors import UserError
 from transferctl.export import extras
+from transferctl.rundir import layout as rundir
+from transferctl.rundir import lock as runlock
 
 FORMATS = ("saved_model", "keras", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import rundir, runtime
+from transferctl import runtime
 from transferctl.config.loader import load_config
 from transferctl.config.schema import Config
 from transferctl.errors import UserError
 from transferctl.files import NotReadable, read_regular
+from transferctl.rundir import layout as rundir
 
 PARITY_IMAGES = 100
 CALIBRATION_IMAGES = 300

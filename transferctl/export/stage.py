@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transferctl import runlock, runtime
+from transferctl import runtime
 from transferctl.export import metadata, parity
 from transferctl.export.request import ExportRequest
 from transferctl.export.source import (
@@ -24,6 +24,7 @@ from transferctl.export.source import (
     load_source,
     parity_samples,
 )
+from transferctl.rundir import lock as runlock
 
 # The packages whose versions each format's entry records (besides TensorFlow and Keras).
 _PACKAGES = {

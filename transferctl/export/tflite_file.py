@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import rundir, runtime
+from transferctl import runtime
 from transferctl.export import extras
 from transferctl.export.native import captured_native_output
 from transferctl.export.parity import ExportFailed
 from transferctl.export.source import Samples
+from transferctl.rundir import layout as rundir
 
 SIGNATURE = "serving_default"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from transferctl import runtime
-from transferctl.backbones import BackboneSpec
-from transferctl.config import bounded_yaml
-from transferctl.downloads import bounded_download
+from transferctl.config.backbones import BackboneSpec
 from transferctl.errors import UserError
+from transferctl.files import bounded_yaml
+from transferctl.runtime.downloads import bounded_download
 
 BACKBONE_LAYER_NAME = "backbone"
 

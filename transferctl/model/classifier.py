@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from transferctl import runtime
-from transferctl.backbones import BackboneSpec
+from transferctl.config.backbones import BackboneSpec
 from transferctl.config.schema import Head
 from transferctl.model.backbone import build_backbone
 from transferctl.model.preprocess import BackbonePreprocess, preprocess_layer

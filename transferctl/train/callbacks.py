@@ -27,8 +27,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from transferctl import rundir, runtime
+from transferctl import runtime
 from transferctl.model.batchnorm import recompute_statistics
+from transferctl.rundir import layout as rundir
 from transferctl.train import checkpoint
 from transferctl.train.checkpoint import TrainState
 

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from transferctl import files, rundir
+from transferctl import files
 from transferctl.errors import UserError
+from transferctl.rundir import layout as rundir
 
 STATE = "state.json"
 STATE_MAX_BYTES = 64 * 2**20

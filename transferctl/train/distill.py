@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 
 from transferctl import files, runtime
+from transferctl.config.classes import teacher_class_problem
 from transferctl.config.schema import Distill
 from transferctl.data import DataBundle, pipeline
 from transferctl.errors import TrainingFailed, UserError
-from transferctl.source_classes import teacher_class_problem
 from transferctl.train import feature_cache
 
 WHERE = "distill.teacher"

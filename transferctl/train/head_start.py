@@ -18,11 +18,11 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import rundir
 from transferctl.config.schema import Model, Train
 from transferctl.data import DataBundle
 from transferctl.errors import UserError
 from transferctl.model.head_init import resolve_head_init
+from transferctl.rundir import layout as rundir
 from transferctl.train import distill, feature_cache, probe
 from transferctl.train.feature_cache import CacheDecision, Features
 

@@ -19,9 +19,10 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import distribution, rundir, runtime, speed
+from transferctl import runtime
 from transferctl.config.schema import Model, Phase, Train
 from transferctl.data import DataBundle
+from transferctl.distribute import strategy as distribution
 from transferctl.errors import TrainingFailed
 from transferctl.model.batchnorm import (
     EPOCH_STATISTICS_IMAGES,
@@ -30,6 +31,8 @@ from transferctl.model.batchnorm import (
     statistics_images,
 )
 from transferctl.model.freezing import apply_freeze, frozen_indices, release_top
+from transferctl.rundir import layout as rundir
+from transferctl.runtime import speed
 from transferctl.train import callbacks as cb
 from transferctl.train import checkpoint, head_start, layer_rates, unfreeze
 from transferctl.train.checkpoint import TrainState
@@ -111,7 +114,9 @@ def train(
     epoch_images = statistics_images(data, EPOCH_STATISTICS_IMAGES, cache=True)
     on, spread = runtime.device(), distribution.distributed_now()
 
-    def fed(dataset: Any) -> Any:  # prefetched to the GPU where transferctl.speed decides so
+    def fed(
+        dataset: Any,
+    ) -> Any:  # prefetched to the GPU where runtime.speed decides so
         return speed.feed(dataset, on, spread, class_weighted=class_weight is not None)
 
     for index, phase in enumerate(train_config.phases):

@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferctl import backbones, runtime
+from transferctl import runtime
+from transferctl.config import backbones
+from transferctl.config.classes import source_class_names
 from transferctl.config.schema import Config, Data, Head
 from transferctl.errors import UserError
-from transferctl.source_classes import source_class_names
 from transferctl.train.feature_cache import CacheDecision, decide
 from transferctl.train.layer_rates import Rates, phase_rates
 from transferctl.train.unfreeze import schedule as unfreeze_schedule

@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import files, rundir, runlock, runtime
+from transferctl import files, runtime
 from transferctl.errors import UserError, debug_enabled
+from transferctl.rundir import layout as rundir
+from transferctl.rundir import lock as runlock
 
 # The exit code of `predict` when some files could not be read (they are named on stderr).
 # DESIGN.md reserves 0, 1, 2 and 130.

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from transferctl import runtime
-from transferctl.backbones import BackboneSpec
+from transferctl.config.backbones import BackboneSpec
 from transferctl.config.schema import Pretrain, Train
 from transferctl.model.backbone import BACKBONE_LAYER_NAME, build_backbone
 from transferctl.model.classifier import INPUT_NAME, PREPROCESS_NAME

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from transferctl import runlock
 from transferctl.errors import UserError
+from transferctl.rundir import lock as runlock
 
 CONFIG = "config.yaml"
 ENV = "env.json"

@@ -21,11 +21,16 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import backbones, distribution, rundir, runlock, runtime, worker
+from transferctl import runtime
+from transferctl.config import backbones
 from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config, Pretrain
 from transferctl.data import DataBundle, load_data
+from transferctl.distribute import strategy as distribution
 from transferctl.errors import Interrupted, UserError
+from transferctl.rundir import layout as rundir
+from transferctl.rundir import lock as runlock
+from transferctl.stages import worker
 
 KIND = "pretrain"
 RECONSTRUCTIONS = "reconstructions.png"
@@ -96,7 +101,7 @@ def resume(
             is refused (naming the changed keys) unless `force`, and then it is used.
         force: accept a changed config.
     """
-    from transferctl.pipeline import changed_keys
+    from transferctl.stages.finetune import changed_keys
     from transferctl.train import checkpoint
 
     where = "--run-dir" if config is not None else "--resume"
@@ -177,9 +182,9 @@ def _train_in_scope(
     resuming: bool,
     spread: distribution.Distribution,
 ) -> PretrainResult:
-    from transferctl.pipeline import check_disk_space, environment
-    from transferctl.pretrain.autoencoder import build_autoencoder, encoder_model
-    from transferctl.pretrain.training import train_autoencoder
+    from transferctl.model.autoencoder import build_autoencoder, encoder_model
+    from transferctl.stages.finetune import check_disk_space, environment
+    from transferctl.train.autoencoder import train_autoencoder
 
     assert config.pretrain is not None, "with_defaults() first"
     on = runtime.prepare(
@@ -251,7 +256,7 @@ def _train_in_scope(
     }
     rundir.write_json(path / rundir.METRICS, metrics)
     _write_reconstructions(path, model, data, config, console)
-    from transferctl.curves import write_run_curves
+    from transferctl.rundir.curves import write_run_curves
 
     write_run_curves(path, console)  # a failure to draw only warns
     _mark_finished(path)
@@ -261,7 +266,7 @@ def _train_in_scope(
 def final_metrics(model: Any, data: DataBundle) -> dict[str, Any]:
     """The loss (reconstruction + sparsity) and `mse` (reconstruction alone, inputs in [0, 1])
     of the final autoencoder on val and test, inference mode (no noise)."""
-    from transferctl.pretrain.autoencoder import as_reconstruction
+    from transferctl.model.autoencoder import as_reconstruction
 
     metrics: dict[str, Any] = {}
     for split in ("val", "test"):
@@ -278,8 +283,8 @@ def _write_reconstructions(
     path: Path, model: Any, data: DataBundle, config: Config, console: Console | None
 ) -> None:
     """reconstructions.png from the first validation (else training) images; a failure warns."""
-    from transferctl.pretrain.autoencoder import sample_reconstructions
-    from transferctl.pretrain.reconstructions import save_reconstructions
+    from transferctl.model.autoencoder import sample_reconstructions
+    from transferctl.rundir.reconstructions import save_reconstructions
 
     assert config.pretrain is not None
     split = "val" if data.has("val") else "train"

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import rundir
+from transferctl.rundir import layout as rundir
 
 FILE_NAME = "reconstructions.png"
 INCHES_PER_IMAGE = 1.25

@@ -7,7 +7,7 @@ The same `transferctl finetune config.yaml --run-dir DIR` runs on every worker, 
 
 `from_env` parses and checks it (a mistake: `UserError("TF_CONFIG", ...)`, exit 2, before
 TensorFlow starts). The chief (task type `chief`, or worker 0 when there is no chief) alone
-writes the run directory (`transferctl.worker` decides where each worker writes).
+writes the run directory (`transferctl.stages.worker` decides where each worker writes).
 
 `make_strategy` builds `MultiWorkerMirroredStrategy` once every peer has joined, waiting at most
 `TRANSFERCTL_PEER_TIMEOUT` seconds (default 300: pods of one job are usually scheduled within a
@@ -238,8 +238,8 @@ _joined: list[tuple[Cluster, Any]] = []  # the strategy this process built, once
 
 def make_strategy(cluster: Cluster | None = None) -> Any:
     """`MultiWorkerMirroredStrategy` for `cluster` (TF_CONFIG's when None) once every peer has
-    joined, with Keras's fit made to work under it (`transferctl.keras_multiworker`). Built once
-    per process: later calls return the same strategy.
+    joined, with Keras's fit made to work under it (`distribute.keras_multiworker`). Built
+    once per process: later calls return the same strategy.
 
     TensorFlow waits for peers while holding Python's lock, deaf to signals and to any Python
     thread (measured: a watchdog thread never runs). The bound is TensorFlow's own: the
@@ -256,7 +256,8 @@ def make_strategy(cluster: Cluster | None = None) -> Any:
         if known == cluster:
             return strategy
     seconds = peer_timeout()
-    from transferctl import keras_multiworker, runtime
+    from transferctl import runtime
+    from transferctl.distribute import keras_multiworker
 
     tf = runtime.tf()
     keras_multiworker.apply()

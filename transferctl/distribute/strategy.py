@@ -8,7 +8,7 @@ inside `Distribution.scope()` (pipeline._train and pretrain's _train open it onc
 - `none`: TensorFlow's default strategy, one device: the path transferctl always took.
 - `mirrored`: `tf.distribute.MirroredStrategy`, one replica per GPU, or per logical CPU device
   when TRANSFERCTL_CPU_DEVICES splits the CPU (to try and test the code path without GPUs).
-- `multi_worker`: `MultiWorkerMirroredStrategy` from TF_CONFIG (`transferctl.cluster`).
+- `multi_worker`: `MultiWorkerMirroredStrategy` from TF_CONFIG (`transferctl.distribute.cluster`).
 - `auto`: multi_worker when TF_CONFIG names more than one worker; else mirrored when more than
   one GPU is visible, or when TRANSFERCTL_CPU_DEVICES asks for more than one CPU device (the
   variable exists only to try distribution, so asking for devices is asking for mirroring);
@@ -111,7 +111,7 @@ class Distribution:
     reason: str
     devices: tuple[str, ...] = ()
     strategy: Any = None  # a tf.distribute.Strategy; None: the default strategy
-    cluster: Any = None  # transferctl.cluster.Cluster under multi_worker
+    cluster: Any = None  # transferctl.distribute.cluster.Cluster under multi_worker
 
     @property
     def global_batch_size(self) -> int:
@@ -204,7 +204,7 @@ def setup(runtime_config: Any, per_replica_batch_size: int) -> Distribution:
     if choice.strategy == "none":
         return Distribution("none", 1, per_replica_batch_size, scaling, choice.reason)
     if choice.strategy == "multi_worker":
-        from transferctl import cluster as cluster_module
+        from transferctl.distribute import cluster as cluster_module
 
         strategy = cluster_module.make_strategy(cluster)
     else:
@@ -228,7 +228,7 @@ def _cluster(setting: str) -> Any:
     """TF_CONFIG's cluster when it can matter (multi_worker, or auto with TF_CONFIG set)."""
     if setting not in ("auto", "multi_worker") or not os.environ.get("TF_CONFIG"):
         return None
-    from transferctl import cluster
+    from transferctl.distribute import cluster
 
     return cluster.from_env()
 

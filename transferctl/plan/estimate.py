@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from transferctl import backbones, runtime
+from transferctl import runtime
+from transferctl.config import backbones
 from transferctl.config.schema import Config
 from transferctl.plan import make_plan
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transferctl import rundir
 from transferctl.errors import UserError
+from transferctl.rundir import layout as rundir
 
 TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#d62728"

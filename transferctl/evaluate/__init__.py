@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import rundir, runtime
+from transferctl import runtime
 from transferctl.data.examples import Examples
 from transferctl.errors import ConfigErrors, UserError, quote
 from transferctl.predict import (
@@ -38,6 +38,7 @@ from transferctl.predict import (
     open_run,
     read_labels,
 )
+from transferctl.rundir import layout as rundir
 
 EVAL_DIR = "eval"
 METRICS_FILE = "metrics.json"
@@ -610,7 +611,7 @@ def write_results(
     metrics.json comes first; without `confusion` (too many classes) the confusion-matrix CSV
     and picture are not written, and earlier ones are removed, so none contradicts the metrics.
     """
-    from transferctl.report import save_confusion_matrix
+    from transferctl.evaluate.confusion import save_confusion_matrix
 
     output_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_json(output_dir / METRICS_FILE, metrics)

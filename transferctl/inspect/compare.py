@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from transferctl import rundir
-from transferctl.curves import Epoch, load_history
 from transferctl.errors import UserError
+from transferctl.rundir import layout as rundir
+from transferctl.rundir.curves import Epoch, load_history
 
 # Config keys that say where a run was written, not how it trained.
 IGNORED_PREFIXES = ("output.",)

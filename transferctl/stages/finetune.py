@@ -14,11 +14,16 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import backbones, distribution, rundir, runlock, runtime, worker
+from transferctl import runtime
+from transferctl.config import backbones
 from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config
 from transferctl.data import DataBundle, load_data
+from transferctl.distribute import strategy as distribution
 from transferctl.errors import Interrupted, UserError
+from transferctl.rundir import layout as rundir
+from transferctl.rundir import lock as runlock
+from transferctl.stages import worker
 
 
 @dataclass
@@ -118,7 +123,7 @@ def resume(
 
 def changed_keys(before: Config, after: Config) -> list[str]:
     """Dotted keys whose values differ, ignoring where runs are written."""
-    from transferctl.compare import flatten
+    from transferctl.inspect.compare import flatten
 
     old, new = flatten(before.model_dump(mode="json")), flatten(after.model_dump(mode="json"))
     ignored = ("output.", "name")
@@ -245,7 +250,7 @@ def _train_in_scope(
         "phases": result.phases,
     }
     rundir.write_json(path / rundir.METRICS, metrics)
-    from transferctl.curves import write_run_curves
+    from transferctl.rundir.curves import write_run_curves
 
     write_run_curves(path, console)  # a failure to draw only warns
     _mark_finished(path)

@@ -39,10 +39,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from transferctl import cluster as cluster_module
-from transferctl import rundir, runlock
-from transferctl.cluster import Cluster
+from transferctl.distribute import cluster as cluster_module
+from transferctl.distribute.cluster import Cluster
 from transferctl.errors import UserError
+from transferctl.rundir import layout as rundir
+from transferctl.rundir import lock as runlock
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,7 +84,7 @@ def joins(config: Any, run_dir: Path | None) -> Cluster | None:
         from transferctl.config.loader import load_config
 
         config = load_config(Path(run_dir) / rundir.CONFIG)
-    from transferctl import distribution
+    from transferctl.distribute import strategy as distribution
 
     setting = "auto" if config is None else config.runtime.distribution
     if distribution.decide(setting, 0, 1, found.num_workers).strategy != "multi_worker":

@@ -18,13 +18,13 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import rundir
 from transferctl.config.schema import Freeze, Model, Pretrain, Train
 from transferctl.data import DataBundle
 from transferctl.errors import TrainingFailed
+from transferctl.model.autoencoder import as_reconstruction, compile_autoencoder
 from transferctl.model.batchnorm import recompute_statistics
 from transferctl.model.freezing import apply_freeze
-from transferctl.pretrain.autoencoder import as_reconstruction, compile_autoencoder
+from transferctl.rundir import layout as rundir
 from transferctl.train import callbacks as cb
 from transferctl.train import checkpoint
 from transferctl.train.checkpoint import TrainState

@@ -1,0 +1,1 @@
+"""Looking at finished runs without TensorFlow: runs side by side."""
