@@ -6,7 +6,7 @@ PIP := $(BIN)/pip --disable-pip-version-check
 # the suite runs on 2 workers (CI has 2 cores): about 6 minutes instead of 12
 WORKERS ?= 2
 
-.PHONY: install dev demo results test test-fast lint typecheck bench clean
+.PHONY: install dev demo results test test-fast lint typecheck imports bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,11 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-test: lint typecheck
+# the layers of pyproject.toml's [tool.importlinter]: a stage imports only the stages below it
+imports: dev
+	$(BIN)/lint-imports
+
+test: lint typecheck imports
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
 
 test-fast: dev

@@ -1,4 +1,4 @@
-"""A finished run has every file of DESIGN.md's run-directory list, and they are consistent."""
+"""A finished run has every file of the documented run-directory layout, and they are consistent."""
 
 from __future__ import annotations
 

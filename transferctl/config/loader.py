@@ -7,7 +7,7 @@ one-line error naming the dotted field path, the value received and what is allo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +230,21 @@ def dump_config(config: Config) -> str:
     """The resolved config as YAML, every default filled in; `load_config` reads it back."""
     data = config.model_dump(mode="json")
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings and lists of mappings as dotted keys (list indices as numbers).
+
+    Lists of plain values stay one value: `data.image_size` is `[224, 224]`.
+    """
+    if isinstance(tree, Mapping) and tree:
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    if isinstance(tree, list) and tree and all(isinstance(item, Mapping) for item in tree):
+        flat = {}
+        for index, value in enumerate(tree):
+            flat.update(flatten(value, f"{prefix}{index}."))
+        return flat
+    return {prefix.rstrip("."): tree}

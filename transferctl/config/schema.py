@@ -1,4 +1,4 @@
-"""The typed, validated, frozen config: the keys of DESIGN.md and the rules between them.
+"""The typed, validated, frozen config: the keys users write and the rules between them.
 
 Every section forbids unknown keys. Values are checked here, once; no other module re-checks
 them. Defaults are the two-phase transfer-learning recipe of the Keras guide. Derived defaults

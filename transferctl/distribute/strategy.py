@@ -123,7 +123,7 @@ class Distribution:
 
     @property
     def distributed(self) -> bool:
-        """Under tf.distribute (XLA stays off then: KERAS-NOTES)."""
+        """Under tf.distribute (XLA stays off then: runtime/speed.py)."""
         return self.strategy_name != "none"
 
     def scope(self) -> Any:

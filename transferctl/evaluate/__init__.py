@@ -4,7 +4,7 @@
 or reads another folder with the same classes (`data=`), runs `model.keras` over it a batch at a
 time, and keeps only each image's true label and class probabilities, never the images. Every
 metric is then computed once, from those predictions, with scikit-learn. The results go to
-`RUN_DIR/eval/<split>/` (DESIGN.md): `metrics.json`, `confusion_matrix.csv`,
+`RUN_DIR/eval/<split>/` (docs/run-directory.md): `metrics.json`, `confusion_matrix.csv`,
 `confusion_matrix.png` and `predictions.csv`; a second evaluation replaces them atomically.
 
 Example:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from transferctl.config.loader import flatten
 from transferctl.errors import UserError
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.curves import Epoch, load_history
@@ -169,24 +170,6 @@ def config_differences(configs: Sequence[Mapping[str, Any]]) -> dict[str, list[A
         if any(value != values[0] for value in values[1:]):
             differences[key] = [None if value is missing else value for value in values]
     return differences
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings and lists of mappings as dotted keys (list indices as numbers).
-
-    Lists of plain values stay one value: `data.image_size` is `[224, 224]`.
-    """
-    if isinstance(tree, Mapping) and tree:
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    if isinstance(tree, list) and tree and all(isinstance(item, Mapping) for item in tree):
-        flat = {}
-        for index, value in enumerate(tree):
-            flat.update(flatten(value, f"{prefix}{index}."))
-        return flat
-    return {prefix.rstrip("."): tree}
 
 
 def baselines(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:

@@ -23,11 +23,10 @@ import numpy as np
 
 from transferctl import runtime
 from transferctl.config.backbones import BackboneSpec
-from transferctl.config.schema import Pretrain, Train
+from transferctl.config.schema import Pretrain
 from transferctl.model.backbone import BACKBONE_LAYER_NAME, build_backbone
 from transferctl.model.classifier import INPUT_NAME, PREPROCESS_NAME
 from transferctl.model.preprocess import preprocess_layer
-from transferctl.train.optimizers import make_optimizer
 
 OUTPUT_NAME = "reconstruction"
 NOISE_NAME = "noise"
@@ -92,17 +91,6 @@ def build_autoencoder(
         3, 3, padding="same", activation="sigmoid", dtype="float32", name=OUTPUT_NAME
     )(x)
     return keras.Model(inputs, outputs, name="transferctl_autoencoder"), backbone
-
-
-def compile_autoencoder(model: Any, train: Train, learning_rate: float, steps: int) -> None:
-    """Mean squared error against the input in [0, 1]; `mse` is the reconstruction error alone
-    (the loss also holds the sparsity penalty). The optimizer is `train.optimizer`'s."""
-    keras = runtime.keras()
-    model.compile(
-        optimizer=make_optimizer(train, learning_rate, steps),
-        loss=keras.losses.MeanSquaredError(),
-        metrics=[keras.metrics.MeanSquaredError(name="mse")],
-    )
 
 
 def as_reconstruction(dataset: Any) -> Any:

@@ -35,7 +35,7 @@ def build_classifier(
     The head standardises the pooled features (`feature_norm`, a frozen built-in
     `BatchNormalization` whose statistics are set from the training features when the backbone
     is frozen, else about the identity) before its Dense layers: unnormalised features are what
-    kept Adam-trained heads far below a linear probe (KERAS-NOTES).
+    kept Adam-trained heads far below a linear probe (docs/keras-behaviour.md).
 
     Args:
         legacy: build the 0.1 layout (the `BackbonePreprocess` layer, no `feature_norm`), to

@@ -40,7 +40,7 @@ from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
 
 # The exit code of `predict` when some files could not be read (they are named on stderr).
-# DESIGN.md reserves 0, 1, 2 and 130.
+# errors.py reserves 0, 1, 2 and 130.
 EXIT_SKIPPED = 3
 
 # What a folder is searched for (case-insensitive). A file named on the command line is tried

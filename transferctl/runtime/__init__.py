@@ -3,7 +3,7 @@
 Only stages that compute import this module's `keras()`/`tf()`; config and CLI code never do,
 so `--help` and `validate` stay instant. TensorFlow's C++ start-up lines (oneDNN, CPU feature
 notices) are filtered with TF_CPP_MIN_LOG_LEVEL=2 rather than by turning oneDNN off, which
-costs ~40% speed on CPU (KERAS-NOTES.md).
+costs ~40% speed on CPU (docs/keras-behaviour.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each is a small pure function of a `runtime.Device` and whether a tf.distribute strategy is in
 use, so every branch is unit-tested without a GPU (tests/test_speed_decisions.py).
 
-- `jit_compile`: off everywhere. On CPU, KERAS-NOTES measured XLA 4-9x slower on this TF 2.21 /
+- `jit_compile`: off everywhere. On CPU, we measured XLA 4-9x slower on this TF 2.21 /
   Keras 3.15.1. Under tf.distribute Keras runs the step per replica and XLA adds a compile per
   replica and per batch shape for no measured gain. On one GPU it is off too, the same as Keras's
   own `jit_compile="auto"` on TensorFlow: the last batch of an epoch is smaller

@@ -123,7 +123,7 @@ def resume(
 
 def changed_keys(before: Config, after: Config) -> list[str]:
     """Dotted keys whose values differ, ignoring where runs are written."""
-    from transferctl.inspect.compare import flatten
+    from transferctl.config.loader import flatten
 
     old, new = flatten(before.model_dump(mode="json")), flatten(after.model_dump(mode="json"))
     ignored = ("output.", "name")

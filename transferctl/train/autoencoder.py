@@ -18,10 +18,11 @@ from typing import Any
 
 from rich.console import Console
 
+from transferctl import runtime
 from transferctl.config.schema import Freeze, Model, Pretrain, Train
 from transferctl.data import DataBundle
 from transferctl.errors import TrainingFailed
-from transferctl.model.autoencoder import as_reconstruction, compile_autoencoder
+from transferctl.model.autoencoder import as_reconstruction
 from transferctl.model.batchnorm import recompute_statistics
 from transferctl.model.freezing import apply_freeze
 from transferctl.rundir import layout as rundir
@@ -29,8 +30,20 @@ from transferctl.train import callbacks as cb
 from transferctl.train import checkpoint
 from transferctl.train.checkpoint import TrainState
 from transferctl.train.loop import TrainResult, read_history
+from transferctl.train.optimizers import make_optimizer
 
 PHASE = "pretrain"  # the phase column of history.csv, and the tensorboard/ folder
+
+
+def compile_autoencoder(model: Any, train: Train, learning_rate: float, steps: int) -> None:
+    """Mean squared error against the input in [0, 1]; `mse` is the reconstruction error alone
+    (the loss also holds the sparsity penalty). The optimizer is `train.optimizer`'s."""
+    keras = runtime.keras()
+    model.compile(
+        optimizer=make_optimizer(train, learning_rate, steps),
+        loss=keras.losses.MeanSquaredError(),
+        metrics=[keras.metrics.MeanSquaredError(name="mse")],
+    )
 
 
 def train_autoencoder(

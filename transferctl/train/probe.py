@@ -1,7 +1,7 @@
 """The linear probe: a logistic regression on frozen features, as a baseline and as a head's start.
 
-Measured (KERAS-NOTES): pooled features of a frozen pretrained body are unnormalised, and a
-Dense head trained with Adam on them reached 45-57% where scikit-learn's LogisticRegression on
+Measured (docs/keras-behaviour.md): pooled features of a frozen pretrained body are
+unnormalised, and a Dense head trained with Adam on them reached 45-57% where scikit-learn's LogisticRegression on
 standardised copies reached 69-70%. So, as LP-FT (Kumar et al., ICLR 2022) does, the probe is
 fitted first (standardised features, multinomial, L2 strength chosen on the validation split)
 and the head *starts* from its solution:
