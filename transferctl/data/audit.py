@@ -1,9 +1,9 @@
 """The audit of an image folder before training: every file opened once, usable or why not.
 
-`image_dataset_from_directory` lists a folder without opening a file, so a zero-byte, truncated
-or text-as-image file kills `fit` mid-epoch, macOS `._x.jpg` resource forks are included and an
-empty folder becomes a class (docs/keras-behaviour.md). `audit_folder` decodes every file
-once, before training, in a thread pool (Pillow releases the GIL while it decodes and hashes), and decides for
+`image_dataset_from_directory` lists a folder without opening a file, so a zero-byte, truncated or
+text-as-image file kills `fit` mid-epoch, macOS `._x.jpg` resource forks are included and an empty
+folder becomes a class (docs/keras-behaviour.md). `audit_folder` decodes every file once, before
+training, in a thread pool (Pillow releases the GIL while it decodes and hashes), and decides for
 each: usable, or bad with a short reason. No TensorFlow here, so `transferctl doctor` is quick.
 
 The verdicts follow what `tf.io.decode_image(channels=3, expand_animations=False)` accepts,

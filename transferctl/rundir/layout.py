@@ -1,8 +1,8 @@
 """One run, one directory: created once, never overwritten, every file written atomically.
 
 Layout (docs/run-directory.md): config.yaml, env.json, labels.txt, history.csv, metrics.json,
-model.keras, checkpoints/, tensorboard/. Writes go to a temporary file in the same folder, are fsynced and
-renamed over the target, so a kill at any moment leaves the old file or the new one.
+model.keras, checkpoints/, tensorboard/. Writes go to a temporary file in the same folder, are
+fsynced and renamed over the target, so a kill at any moment leaves the old file or the new one.
 """
 
 from __future__ import annotations

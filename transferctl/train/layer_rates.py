@@ -7,12 +7,12 @@ at depth 1, and a normalisation layer (BatchNorm, LayerNorm, ...) shares the dep
 before it, the one it normalises. The head learns at `learning_rate`; the phase's schedule
 applies on top of all of them.
 
-Scaling gradients would not do this: Adam, AdamW and RMSprop divide the gradient by its own
-running magnitude, so their steps ignore its scale (docs/keras-behaviour.md). The optimizer
-itself scales each variable's learning rate instead (`RateScaled`, used by `optimizers.make_optimizer`), inside
-`update_step`, where Adam, AdamW, SGD and RMSprop all take the rate as an argument. Decoupled
-weight decay (AdamW, SGD) is scaled the same way, as PyTorch's per-group `lr` does. The factors
-follow from the config and the architecture alone, so a resumed run rebuilds them exactly.
+Scaling gradients would not do this: Adam, AdamW and RMSprop divide the gradient by its own running
+magnitude, so their steps ignore its scale (docs/keras-behaviour.md). The optimizer itself scales
+each variable's learning rate instead (`RateScaled`, used by `optimizers.make_optimizer`), inside
+`update_step`, where Adam, AdamW, SGD and RMSprop all take the rate as an argument. Decoupled weight
+decay (AdamW, SGD) is scaled the same way, as PyTorch's per-group `lr` does. The factors follow from
+the config and the architecture alone, so a resumed run rebuilds them exactly.
 
 Example:
     factors = rate_factors(backbone, phase)  # {"block_16_project/kernel": 0.9, ...}

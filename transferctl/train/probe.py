@@ -1,10 +1,10 @@
 """The linear probe: a logistic regression on frozen features, as a baseline and as a head's start.
 
-Measured (docs/keras-behaviour.md): pooled features of a frozen pretrained body are
-unnormalised, and a Dense head trained with Adam on them reached 45-57% where scikit-learn's LogisticRegression on
-standardised copies reached 69-70%. So, as LP-FT (Kumar et al., ICLR 2022) does, the probe is
-fitted first (standardised features, multinomial, L2 strength chosen on the validation split)
-and the head *starts* from its solution:
+Measured (docs/keras-behaviour.md): pooled features of a frozen pretrained body are unnormalised,
+and a Dense head trained with Adam on them reached 45-57% where scikit-learn's LogisticRegression on
+standardised copies reached 69-70%. So, as LP-FT (Kumar et al., ICLR 2022) does, the probe is fitted
+first (standardised features, multinomial, L2 strength chosen on the validation split) and the head
+*starts* from its solution:
 
 - the head's `feature_norm` layer (a frozen built-in `BatchNormalization`) takes the probe's
   standardisation;
