@@ -1,4 +1,4 @@
-"""Class names and run names: what the tool writes to a file or a folder name must read back.
+"""Names the tool writes and reads back: class names, run names, and the split names.
 
 labels.txt holds one class name per line and is read back with `str.splitlines` and `strip`,
 so a class folder whose name holds a line break, another control character or white space at
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from transferctl.errors import UserError, quote
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # the one definition of the split names, in data order
+HELD_OUT = SPLITS[1:]  # the held-out splits, val and test
 NAME_MAX_FALLBACK = 255
 CONTROL_NAMES = {0x0A: "line feed", 0x0D: "carriage return", 0x09: "tab", 0x00: "NUL"}
 

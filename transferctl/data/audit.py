@@ -41,8 +41,7 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from transferctl import files, labels
 from transferctl.errors import UserError, quote
-
-SPLITS = ("train", "val", "test")
+from transferctl.labels import SPLITS
 
 # What tf.io.decode_image reads, by file name and by Pillow's name for the content.
 EXTENSION_FORMATS = {

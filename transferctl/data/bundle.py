@@ -14,7 +14,6 @@ from transferctl.data.audit import FolderAudit, split_shortfalls
 from transferctl.data.examples import Examples
 from transferctl.errors import UserError
 
-SPLITS = ("train", "val", "test")
 # Forward-only passes (each epoch's validation and BatchNorm statistics) keep no activations for
 # a backward pass, so they take larger batches than training: on 2 CPU cores MobileNetV2 at
 # 64 px scored 359 images in 0.33 s at batch 64 against 0.41 s at 32

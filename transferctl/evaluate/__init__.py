@@ -31,6 +31,7 @@ import numpy as np
 from transferctl import runtime
 from transferctl.data.examples import Examples
 from transferctl.errors import ConfigErrors, UserError, quote
+from transferctl.labels import HELD_OUT
 from transferctl.predict import (
     RunFiles,
     decoder_messages_dropped,
@@ -40,12 +41,13 @@ from transferctl.predict import (
 )
 from transferctl.rundir import layout as rundir
 
+PREFERRED = HELD_OUT[::-1]  # evaluate's default: test when the data has it, else val
+
 EVAL_DIR = "eval"
 METRICS_FILE = "metrics.json"
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 PREDICTIONS_CSV = "predictions.csv"
-SPLITS = ("test", "val")
 # The most classes for which the confusion matrix is written: 200 x 200 cells is a 5,000-pixel
 # picture (legible to about 100, report.py) and a CSV of 40,000 counts; 5,000 classes would be a
 # 25-million-cell matrix, a 200 MB CSV and a picture matplotlib cannot draw.
@@ -121,8 +123,8 @@ def evaluate(
             labels.txt); all its images are evaluated. Defaults to the run's own data.
         progress: called after each batch with (images done, images in all).
     """
-    if split is not None and split not in SPLITS:
-        raise UserError("--split", f"expected one of {', '.join(SPLITS)}; got {split!r}")
+    if split is not None and split not in PREFERRED:
+        raise UserError("--split", f"expected one of {', '.join(PREFERRED)}; got {split!r}")
     run = open_run(run_dir)
     class_names = read_labels(run.labels)
     config = _load_run_config(run, other_data=data is not None)
@@ -215,7 +217,7 @@ def _run_split(run: RunFiles, config: Any, class_names: list[str], split: str | 
             f"{missing}; extra: {extra})",
             "restore the training folder, or evaluate another folder with --data PATH",
         )
-    available = [name for name in SPLITS if bundle.has(name)]
+    available = [name for name in PREFERRED if bundle.has(name)]
     if split is None:
         if not available:
             raise UserError(
@@ -254,13 +256,13 @@ def _folder(path: Path, config: Any, class_names: list[str], split: str | None) 
     path = path.resolve()
     has_splits = (path / "train").is_dir()
     if has_splits:
-        present = [name for name in (*SPLITS, "train") if (path / name).is_dir()]
+        present = [name for name in (*PREFERRED, "train") if (path / name).is_dir()]
         chosen = split or present[0]
         if chosen not in present:
             raise UserError(
                 "--split",
                 f"{path} has no {chosen}/ sub-folder; it has {', '.join(present)}",
-                f"use --split {present[0]}" if present[0] in SPLITS else "drop --split",
+                f"use --split {present[0]}" if present[0] in PREFERRED else "drop --split",
             )
         root = path / chosen
     else:

@@ -24,12 +24,12 @@ import yaml
 
 from transferctl.config.loader import flatten
 from transferctl.errors import UserError
+from transferctl.labels import HELD_OUT as SPLITS
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.curves import Epoch, load_history
 
 # Config keys that say where a run was written, not how it trained.
 IGNORED_PREFIXES = ("output.",)
-SPLITS = ("val", "test")
 STATE = Path(rundir.CHECKPOINTS) / "state.json"
 
 

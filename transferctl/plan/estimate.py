@@ -19,6 +19,7 @@ from typing import Any
 from transferctl import runtime
 from transferctl.config import backbones
 from transferctl.config.schema import Config
+from transferctl.labels import SPLITS
 from transferctl.plan import make_plan
 
 PROBE_STEPS = 3
@@ -64,7 +65,7 @@ def estimate(config: Config, steps: int = PROBE_STEPS) -> list[PhaseEstimate]:
     )
     batches = list(data.training().take(steps))
     train_steps, val_steps = data.steps("train"), data.steps("val") if data.has("val") else 0
-    splits = sum(data.steps(split) for split in ("train", "val", "test") if data.has(split))
+    splits = sum(data.steps(split) for split in SPLITS if data.has(split))
     found = []
     for phase, planned in zip(config.train.phases, plan.phases, strict=True):
         freeze = phase.freeze or config.model.freeze

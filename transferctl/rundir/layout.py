@@ -29,6 +29,59 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 BAD_FILES = "bad_files.txt"
 CURVES = "curves.png"
+STATE = "state.json"  # inside checkpoints/: the training state, `finished` among it
+EVAL = "eval"
+EXPORT = "export"
+
+FINETUNE = "finetune"
+PRETRAIN = "pretrain"
+KINDS = (FINETUNE, PRETRAIN)  # env.json `kind`: what trained the run (runs older than it: finetune)
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run whose training finished: its checkpoints/state.json says so and model.keras exists.
+
+    The one definition of a finished run; reads two small files, never TensorFlow.
+    """
+    state = run_dir / CHECKPOINTS / STATE
+    if not (run_dir / MODEL).is_file() or not state.is_file():
+        return False
+    try:
+        return json.loads(_read_small(state)).get("finished") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_kind(run_dir: Path) -> str:
+    """`finetune` or `pretrain`, as the run's env.json says; a run without a kind is a finetune
+    run (env.json had none before pretrain existed); `unknown` when env.json can't be read."""
+    try:
+        environment = json.loads(_read_small(run_dir / ENV))
+    except (OSError, ValueError):
+        return "unknown"
+    if not isinstance(environment, dict):
+        return "unknown"
+    return str(environment.get("kind", FINETUNE))
+
+
+def require_kind(run_dir: Path, kind: str, where: str, instead: str) -> None:
+    """Refuse a run of another kind in one line: `where`: the run is a `kind` run; `instead`.
+
+    Example:
+        require_kind(run_dir, FINETUNE, "RUN_DIR", "evaluate a finetune run trained from it")
+    """
+    found = run_kind(run_dir)
+    if found != kind:
+        raise UserError(where, f"{run_dir} is a {found} run, not a {kind} run", instead)
+
+
+def _read_small(path: Path, limit: int = 1 << 20) -> str:
+    """A run's small JSON file, at most `limit` bytes (a damaged or hostile file stays bounded)."""
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is over {limit} bytes")
+    return data.decode("utf-8")
 
 
 def check_writable(folder: Path, where: str = "output.runs_dir") -> None:

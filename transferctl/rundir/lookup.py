@@ -5,27 +5,16 @@ Reads only files (config.yaml, checkpoints/state.json, model.keras); never Tenso
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import yaml
 
 from transferctl.errors import UserError
+from transferctl.rundir.layout import is_finished
 
 WHERE = "model.weights"
 _STAMP = re.compile(r"(?P<stamp>\d{8}-\d{6})(?:-(?P<count>\d+))?")
-
-
-def is_finished(run_dir: Path) -> bool:
-    """A run whose training finished: its state says so and its model.keras exists."""
-    state = run_dir / "checkpoints" / "state.json"
-    if not (run_dir / "model.keras").is_file() or not state.is_file():
-        return False
-    try:
-        return bool(json.loads(state.read_text(encoding="utf-8")).get("finished"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def run_name(run_dir: Path) -> str | None:

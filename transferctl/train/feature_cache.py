@@ -20,10 +20,10 @@ import numpy as np
 from transferctl import runtime
 from transferctl.config.schema import Augment
 from transferctl.data import DataBundle, pipeline
+from transferctl.labels import SPLITS
 
 MEMORY_BUDGET_BYTES = 1 << 30
 POOL_LAYER = "pool"
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
