@@ -41,83 +41,71 @@ class BackboneSpec:
         return self.family in ("EfficientNetV2", "MobileNetV3", "ConvNeXt")
 
 
-def _spec(
-    name: str,
-    keras_name: str,
-    family: str,
-    native_size: int,
-    min_size: int,
-    preprocess: PreprocessMode,
-    params: int,
-    layers: int,
-) -> BackboneSpec:
-    return BackboneSpec(name, keras_name, family, native_size, min_size, preprocess, params, layers)
+# Per family: the smallest input side Keras builds it at, and how it expects its pixels.
+FAMILIES: dict[str, tuple[int, PreprocessMode]] = {
+    "ConvNeXt": (32, "none"),
+    "DenseNet": (32, "torch"),
+    "EfficientNet": (32, "none"),
+    "EfficientNetV2": (32, "none"),
+    "Inception": (75, "tf"),
+    "InceptionResNet": (75, "tf"),
+    "MobileNet": (32, "tf"),
+    "MobileNetV2": (32, "tf"),
+    "MobileNetV3": (32, "none"),
+    "NASNet": (32, "tf"),
+    "ResNet": (32, "caffe"),
+    "ResNetV2": (32, "tf"),
+    "VGG": (32, "caffe"),
+    "Xception": (71, "tf"),
+}
 
+# name, Keras class name, family, native input side, parameters, layers
+_CATALOG: tuple[tuple[str, str, str, int, int, int], ...] = (
+    ("convnext_base", "ConvNeXtBase", "ConvNeXt", 224, 87_566_464, 259),
+    ("convnext_large", "ConvNeXtLarge", "ConvNeXt", 224, 196_230_336, 259),
+    ("convnext_small", "ConvNeXtSmall", "ConvNeXt", 224, 49_454_688, 259),
+    ("convnext_tiny", "ConvNeXtTiny", "ConvNeXt", 224, 27_820_128, 133),
+    ("convnext_xlarge", "ConvNeXtXLarge", "ConvNeXt", 224, 348_147_968, 259),
+    ("densenet121", "DenseNet121", "DenseNet", 224, 7_037_504, 427),
+    ("densenet169", "DenseNet169", "DenseNet", 224, 12_642_880, 595),
+    ("densenet201", "DenseNet201", "DenseNet", 224, 18_321_984, 707),
+    ("efficientnet_b0", "EfficientNetB0", "EfficientNet", 224, 4_049_571, 237),
+    ("efficientnet_b1", "EfficientNetB1", "EfficientNet", 240, 6_575_239, 339),
+    ("efficientnet_b2", "EfficientNetB2", "EfficientNet", 260, 7_768_569, 339),
+    ("efficientnet_b3", "EfficientNetB3", "EfficientNet", 300, 10_783_535, 384),
+    ("efficientnet_b4", "EfficientNetB4", "EfficientNet", 380, 17_673_823, 474),
+    ("efficientnet_b5", "EfficientNetB5", "EfficientNet", 456, 28_513_527, 576),
+    ("efficientnet_b6", "EfficientNetB6", "EfficientNet", 528, 40_960_143, 666),
+    ("efficientnet_b7", "EfficientNetB7", "EfficientNet", 600, 64_097_687, 813),
+    ("efficientnet_v2_b0", "EfficientNetV2B0", "EfficientNetV2", 224, 5_919_312, 270),
+    ("efficientnet_v2_b1", "EfficientNetV2B1", "EfficientNetV2", 240, 6_931_124, 334),
+    ("efficientnet_v2_b2", "EfficientNetV2B2", "EfficientNetV2", 260, 8_769_374, 349),
+    ("efficientnet_v2_b3", "EfficientNetV2B3", "EfficientNetV2", 300, 12_930_622, 409),
+    ("efficientnet_v2_l", "EfficientNetV2L", "EfficientNetV2", 480, 117_746_848, 1028),
+    ("efficientnet_v2_m", "EfficientNetV2M", "EfficientNetV2", 480, 53_150_388, 740),
+    ("efficientnet_v2_s", "EfficientNetV2S", "EfficientNetV2", 384, 20_331_360, 513),
+    ("inception_resnet_v2", "InceptionResNetV2", "InceptionResNet", 299, 54_336_736, 780),
+    ("inception_v3", "InceptionV3", "Inception", 299, 21_802_784, 311),
+    ("mobilenet", "MobileNet", "MobileNet", 224, 3_228_864, 86),
+    ("mobilenet_v2", "MobileNetV2", "MobileNetV2", 224, 2_257_984, 154),
+    ("mobilenet_v3_large", "MobileNetV3Large", "MobileNetV3", 224, 2_996_352, 187),
+    ("mobilenet_v3_small", "MobileNetV3Small", "MobileNetV3", 224, 939_120, 157),
+    ("nasnet_large", "NASNetLarge", "NASNet", 331, 84_916_818, 1039),
+    ("nasnet_mobile", "NASNetMobile", "NASNet", 224, 4_269_716, 769),
+    ("resnet101", "ResNet101", "ResNet", 224, 42_658_176, 345),
+    ("resnet101_v2", "ResNet101V2", "ResNetV2", 224, 42_626_560, 377),
+    ("resnet152", "ResNet152", "ResNet", 224, 58_370_944, 515),
+    ("resnet152_v2", "ResNet152V2", "ResNetV2", 224, 58_331_648, 564),
+    ("resnet50", "ResNet50", "ResNet", 224, 23_587_712, 175),
+    ("resnet50_v2", "ResNet50V2", "ResNetV2", 224, 23_564_800, 190),
+    ("vgg16", "VGG16", "VGG", 224, 14_714_688, 19),
+    ("vgg19", "VGG19", "VGG", 224, 20_024_384, 22),
+    ("xception", "Xception", "Xception", 299, 20_861_480, 132),
+)
 
-BACKBONES: tuple[BackboneSpec, ...] = (
-    _spec("convnext_base", "ConvNeXtBase", "ConvNeXt", 224, 32, "none", 87_566_464, 259),
-    _spec("convnext_large", "ConvNeXtLarge", "ConvNeXt", 224, 32, "none", 196_230_336, 259),
-    _spec("convnext_small", "ConvNeXtSmall", "ConvNeXt", 224, 32, "none", 49_454_688, 259),
-    _spec("convnext_tiny", "ConvNeXtTiny", "ConvNeXt", 224, 32, "none", 27_820_128, 133),
-    _spec("convnext_xlarge", "ConvNeXtXLarge", "ConvNeXt", 224, 32, "none", 348_147_968, 259),
-    _spec("densenet121", "DenseNet121", "DenseNet", 224, 32, "torch", 7_037_504, 427),
-    _spec("densenet169", "DenseNet169", "DenseNet", 224, 32, "torch", 12_642_880, 595),
-    _spec("densenet201", "DenseNet201", "DenseNet", 224, 32, "torch", 18_321_984, 707),
-    _spec("efficientnet_b0", "EfficientNetB0", "EfficientNet", 224, 32, "none", 4_049_571, 237),
-    _spec("efficientnet_b1", "EfficientNetB1", "EfficientNet", 240, 32, "none", 6_575_239, 339),
-    _spec("efficientnet_b2", "EfficientNetB2", "EfficientNet", 260, 32, "none", 7_768_569, 339),
-    _spec("efficientnet_b3", "EfficientNetB3", "EfficientNet", 300, 32, "none", 10_783_535, 384),
-    _spec("efficientnet_b4", "EfficientNetB4", "EfficientNet", 380, 32, "none", 17_673_823, 474),
-    _spec("efficientnet_b5", "EfficientNetB5", "EfficientNet", 456, 32, "none", 28_513_527, 576),
-    _spec("efficientnet_b6", "EfficientNetB6", "EfficientNet", 528, 32, "none", 40_960_143, 666),
-    _spec("efficientnet_b7", "EfficientNetB7", "EfficientNet", 600, 32, "none", 64_097_687, 813),
-    _spec(
-        "efficientnet_v2_b0", "EfficientNetV2B0", "EfficientNetV2", 224, 32, "none", 5_919_312, 270
-    ),
-    _spec(
-        "efficientnet_v2_b1", "EfficientNetV2B1", "EfficientNetV2", 240, 32, "none", 6_931_124, 334
-    ),
-    _spec(
-        "efficientnet_v2_b2", "EfficientNetV2B2", "EfficientNetV2", 260, 32, "none", 8_769_374, 349
-    ),
-    _spec(
-        "efficientnet_v2_b3", "EfficientNetV2B3", "EfficientNetV2", 300, 32, "none", 12_930_622, 409
-    ),
-    _spec(
-        "efficientnet_v2_l", "EfficientNetV2L", "EfficientNetV2", 480, 32, "none", 117_746_848, 1028
-    ),
-    _spec(
-        "efficientnet_v2_m", "EfficientNetV2M", "EfficientNetV2", 480, 32, "none", 53_150_388, 740
-    ),
-    _spec(
-        "efficientnet_v2_s", "EfficientNetV2S", "EfficientNetV2", 384, 32, "none", 20_331_360, 513
-    ),
-    _spec(
-        "inception_resnet_v2",
-        "InceptionResNetV2",
-        "InceptionResNet",
-        299,
-        75,
-        "tf",
-        54_336_736,
-        780,
-    ),
-    _spec("inception_v3", "InceptionV3", "Inception", 299, 75, "tf", 21_802_784, 311),
-    _spec("mobilenet", "MobileNet", "MobileNet", 224, 32, "tf", 3_228_864, 86),
-    _spec("mobilenet_v2", "MobileNetV2", "MobileNetV2", 224, 32, "tf", 2_257_984, 154),
-    _spec("mobilenet_v3_large", "MobileNetV3Large", "MobileNetV3", 224, 32, "none", 2_996_352, 187),
-    _spec("mobilenet_v3_small", "MobileNetV3Small", "MobileNetV3", 224, 32, "none", 939_120, 157),
-    _spec("nasnet_large", "NASNetLarge", "NASNet", 331, 32, "tf", 84_916_818, 1039),
-    _spec("nasnet_mobile", "NASNetMobile", "NASNet", 224, 32, "tf", 4_269_716, 769),
-    _spec("resnet101", "ResNet101", "ResNet", 224, 32, "caffe", 42_658_176, 345),
-    _spec("resnet101_v2", "ResNet101V2", "ResNetV2", 224, 32, "tf", 42_626_560, 377),
-    _spec("resnet152", "ResNet152", "ResNet", 224, 32, "caffe", 58_370_944, 515),
-    _spec("resnet152_v2", "ResNet152V2", "ResNetV2", 224, 32, "tf", 58_331_648, 564),
-    _spec("resnet50", "ResNet50", "ResNet", 224, 32, "caffe", 23_587_712, 175),
-    _spec("resnet50_v2", "ResNet50V2", "ResNetV2", 224, 32, "tf", 23_564_800, 190),
-    _spec("vgg16", "VGG16", "VGG", 224, 32, "caffe", 14_714_688, 19),
-    _spec("vgg19", "VGG19", "VGG", 224, 32, "caffe", 20_024_384, 22),
-    _spec("xception", "Xception", "Xception", 299, 71, "tf", 20_861_480, 132),
+BACKBONES: tuple[BackboneSpec, ...] = tuple(
+    BackboneSpec(name, keras_name, family, native_size, *FAMILIES[family], params, layers)
+    for name, keras_name, family, native_size, params, layers in _CATALOG
 )
 
 _BY_KEY = {spec.name.replace("_", ""): spec for spec in BACKBONES}

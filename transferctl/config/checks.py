@@ -19,6 +19,7 @@ Check = Callable[[Config], Iterator[UserError]]
 
 
 def folder_source_has_path(config: Config) -> Iterator[UserError]:
+    """`data.path` is set exactly when the images come from a folder."""
     if config.data.source == "folder" and config.data.path is None:
         yield UserError("data.path", "required when data.source is folder", "set the image folder")
     if config.data.source != "folder" and config.data.path is not None:
@@ -30,6 +31,7 @@ def folder_source_has_path(config: Config) -> Iterator[UserError]:
 
 
 def splits_leave_training_data(config: Config) -> Iterator[UserError]:
+    """The splits carved from the training data leave at least a tenth of it to train on."""
     total = config.data.validation_split + config.data.test_split
     if total >= 0.9:
         yield UserError(
@@ -40,6 +42,7 @@ def splits_leave_training_data(config: Config) -> Iterator[UserError]:
 
 
 def image_size_fits_backbone(config: Config) -> Iterator[UserError]:
+    """`data.image_size` is at least the smallest input Keras builds the backbone at."""
     spec = backbones.get(config.model.backbone)
     if config.data.image_size is not None and min(config.data.image_size) < spec.min_size:
         yield UserError(
@@ -51,6 +54,7 @@ def image_size_fits_backbone(config: Config) -> Iterator[UserError]:
 
 
 def phase_names_unique(config: Config) -> Iterator[UserError]:
+    """Every phase has its own name: the run's history and metrics tell phases apart by it."""
     seen: dict[str, int] = {}
     for index, phase in enumerate(config.train.phases):
         name = str(phase.name)
@@ -66,6 +70,7 @@ def phase_names_unique(config: Config) -> Iterator[UserError]:
 
 
 def weight_decay_has_optimizer(config: Config) -> Iterator[UserError]:
+    """`train.weight_decay` is set only with an optimizer that applies it (adamw, sgd)."""
     if config.train.weight_decay is not None and config.train.optimizer not in ("adamw", "sgd"):
         yield UserError(
             "train.weight_decay",
@@ -75,6 +80,7 @@ def weight_decay_has_optimizer(config: Config) -> Iterator[UserError]:
 
 
 def imagenet_fits_backbone_input(config: Config) -> Iterator[UserError]:
+    """NASNet's ImageNet weights load only at the backbone's native input size."""
     spec = backbones.get(config.model.backbone)
     size = config.data.image_size
     if config.model.weights == "imagenet" and spec.family == "NASNet" and size is not None:

@@ -10,7 +10,7 @@ import numpy as np
 from transferctl.config.classes import unknown_classes
 from transferctl.config.schema import Data
 from transferctl.data import pipeline, sources, splits
-from transferctl.data.audit import FolderAudit, split_shortfalls
+from transferctl.data.audit_report import FolderAudit, split_shortfalls
 from transferctl.data.examples import Examples
 from transferctl.errors import UserError
 
@@ -141,6 +141,25 @@ def load_data(
         model.fit(bundle.training(), epochs=1)
     """
     assert config.image_size is not None, "resolve the config first"
+    found, class_names, scanned = _read_source(config, unlabelled)
+    examples = _final_splits(found, class_names, config, seed, audited=scanned is not None)
+    return DataBundle(
+        class_names=class_names,
+        examples=examples,
+        image_size=config.image_size,
+        batch_size=config.batch_size * replicas,
+        seed=seed,
+        augment_config=config.augment,
+        bad_files=[] if scanned is None else scanned.skipped,
+        audit=None if scanned is None else scanned.audit,
+    )
+
+
+def _read_source(
+    config: Data, unlabelled: bool
+) -> tuple[dict[str, Examples], list[str], sources.ScannedFolder | None]:
+    """The source's splits as found, its class names (`data.classes` applied), and a folder's
+    audit (None for digits and CIFAR)."""
     scanned = None
     if config.source == "digits":
         found, class_names = sources.load_digits()
@@ -159,10 +178,17 @@ def load_data(
         _check_kept_classes(class_names, config.classes)
     elif config.classes is not None:
         found, class_names = _only_classes(found, class_names, config.classes)
+    return found, class_names, scanned
 
+
+def _final_splits(
+    found: dict[str, Examples], class_names: list[str], config: Data, seed: int, *, audited: bool
+) -> dict[str, Examples]:
+    """Validation and test carved from train where the source has none, then `per_class` on
+    train and `limit` on every split; empty splits left out."""
     train = found["train"]
     test = found.get("test")
-    if scanned is not None:
+    if audited:
         _check_class_sizes(
             train, class_names, config, carve_test=test is None, carve_val=found.get("val") is None
         )
@@ -175,17 +201,7 @@ def load_data(
     for name, split in (("val", val), ("test", test)):
         if split is not None and len(split) > 0:
             examples[name] = split
-    examples = {name: splits.limit(split, config.limit, seed) for name, split in examples.items()}
-    return DataBundle(
-        class_names=class_names,
-        examples=examples,
-        image_size=config.image_size,
-        batch_size=config.batch_size * replicas,
-        seed=seed,
-        augment_config=config.augment,
-        bad_files=[] if scanned is None else scanned.skipped,
-        audit=None if scanned is None else scanned.audit,
-    )
+    return {name: splits.limit(split, config.limit, seed) for name, split in examples.items()}
 
 
 def _only_classes(

@@ -54,47 +54,22 @@ def make_dataset(
     """
     tf = runtime.tf()
     autotune = tf.data.AUTOTUNE
-
     carried = () if extra is None else (extra,)
     if examples.images is not None:
-        dataset = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels, *carried))
-        if shuffle_seed is not None:
-            dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-
-        def resize_batch(images: Any, *rest: Any) -> Any:
-            # the same resize as files, `predict` and the exports: one definition of the pixels
-            return resize(images, image_size), *rest
-
-        dataset = dataset.map(resize_batch, num_parallel_calls=autotune)
+        dataset = _array_batches(
+            examples, carried, image_size, batch_size, shuffle_seed, drop_remainder
+        )
     else:
-        assert examples.paths is not None
-        orientation = examples.orientation
-        oriented = orientation is not None and bool((orientation != 1).any())
-        columns: tuple[Any, ...] = (examples.paths, examples.labels, *carried)
-        if oriented:
-            columns = (examples.paths, orientation, examples.labels, *carried)
-        dataset = tf.data.Dataset.from_tensor_slices(columns)
-        # the training set, read every epoch: decoded once, kept in memory when it fits
-        cached = keep or (shuffle_seed is not None and decode_cache_fits(len(examples), image_size))
-        if shuffle_seed is not None and not cached:
-            dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
-
-        def load(path: Any, *rest: Any) -> Any:
-            image = decode(tf.io.read_file(path))
-            if oriented:  # a file's EXIF orientation, then its label (and extra)
-                image, rest = orient(image, rest[0]), rest[1:]
-            return resize(image, image_size), *rest
-
-        dataset = dataset.map(load, num_parallel_calls=autotune)
-        if skip_unreadable:
-            dataset = dataset.ignore_errors(log_warning=True)
-        if cached:
-            dataset = dataset.cache()
-        if cached and shuffle_seed is not None:
-            # same seed, same count: the same order as shuffling the paths
-            dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        dataset = _file_batches(
+            examples,
+            carried,
+            image_size,
+            batch_size,
+            shuffle_seed,
+            drop_remainder,
+            skip_unreadable=skip_unreadable,
+            keep=keep,
+        )
 
     if augmenter is not None:
         dataset = dataset.map(
@@ -107,6 +82,72 @@ def make_dataset(
         return ((images, rows[0]), onehot) if rows else (images, onehot)
 
     return steady(dataset.map(finish, num_parallel_calls=autotune).prefetch(autotune))
+
+
+def _array_batches(
+    examples: Examples,
+    carried: tuple[Any, ...],
+    image_size: tuple[int, int],
+    batch_size: int,
+    shuffle_seed: int | None,
+    drop_remainder: bool,
+) -> Any:
+    """Batches of in-memory images (digits, CIFAR) resized to `image_size`, with their labels
+    (and `carried` rows)."""
+    tf = runtime.tf()
+    dataset = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels, *carried))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    def resize_batch(images: Any, *rest: Any) -> Any:
+        # the same resize as files, `predict` and the exports: one definition of the pixels
+        return resize(images, image_size), *rest
+
+    return dataset.map(resize_batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _file_batches(
+    examples: Examples,
+    carried: tuple[Any, ...],
+    image_size: tuple[int, int],
+    batch_size: int,
+    shuffle_seed: int | None,
+    drop_remainder: bool,
+    *,
+    skip_unreadable: bool,
+    keep: bool,
+) -> Any:
+    """Batches of image files decoded, turned upright and resized to `image_size`, with their
+    labels (and `carried` rows); decoded once and kept in memory where `make_dataset` says."""
+    tf = runtime.tf()
+    assert examples.paths is not None
+    orientation = examples.orientation
+    oriented = orientation is not None and bool((orientation != 1).any())
+    columns: tuple[Any, ...] = (examples.paths, examples.labels, *carried)
+    if oriented:
+        columns = (examples.paths, orientation, examples.labels, *carried)
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    # the training set, read every epoch: decoded once, kept in memory when it fits
+    cached = keep or (shuffle_seed is not None and decode_cache_fits(len(examples), image_size))
+    if shuffle_seed is not None and not cached:
+        dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
+
+    def load(path: Any, *rest: Any) -> Any:
+        image = decode(tf.io.read_file(path))
+        if oriented:  # a file's EXIF orientation, then its label (and extra)
+            image, rest = orient(image, rest[0]), rest[1:]
+        return resize(image, image_size), *rest
+
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if skip_unreadable:
+        dataset = dataset.ignore_errors(log_warning=True)
+    if cached:
+        dataset = dataset.cache()
+    if cached and shuffle_seed is not None:
+        # same seed, same count: the same order as shuffling the paths
+        dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder)
 
 
 def steady(dataset: Any) -> Any:

@@ -148,6 +148,13 @@ def load_scanned_folder(
     found = audit_cache.cached_audit(root, unlabelled=unlabelled)  # unchanged: no rescan
     if classes is not None:
         found = _only_classes(found, list(classes))
+    class_names = _kept_classes(found, on_bad_file, unlabelled)
+    return ScannedFolder(_usable_examples(found, class_names), class_names, found.skipped(), found)
+
+
+def _kept_classes(found: audit.FolderAudit, on_bad_file: str, unlabelled: bool) -> list[str]:
+    """The classes a folder's audit leaves to train on; a `UserError` where they can't be used:
+    splits with other classes, a bad file under `on_bad_file: fail`, too few classes."""
     if found.other_classes:
         split, names = next(iter(found.other_classes.items()))
         missing = sorted(set(found.class_names) - set(names))
@@ -179,6 +186,11 @@ def load_scanned_folder(
             f"images{usable}; a classifier needs >= 2",
             "put each class's images in its own sub-folder",
         )
+    return class_names
+
+
+def _usable_examples(found: audit.FolderAudit, class_names: list[str]) -> dict[str, Examples]:
+    """Each split's usable files of `class_names`, labelled in that order, with orientations."""
     index = {name: position for position, name in enumerate(class_names)}
     splits: dict[str, Examples] = {}
     for split in found.folders:
@@ -189,7 +201,7 @@ def load_scanned_folder(
             paths=np.asarray([f.path for f in files], dtype=str),
             orientation=orientation if (orientation != 1).any() else None,
         )
-    return ScannedFolder(splits, class_names, found.skipped(), found)
+    return splits
 
 
 def _only_classes(found: audit.FolderAudit, classes: list[str]) -> audit.FolderAudit:

@@ -20,7 +20,7 @@ from transferctl import runtime
 from transferctl.config import backbones
 from transferctl.config.schema import Config
 from transferctl.labels import SPLITS
-from transferctl.plan import make_plan
+from transferctl.plan.phases import make_plan
 
 PROBE_STEPS = 3
 

@@ -93,50 +93,8 @@ def curves_figure(
             axes.set_axis_off()
         return figure
 
-    epochs = [row.epoch for row in history]
-    markers = len(history) <= MARKERS_UP_TO
-    for axes, metric, label in (
-        (panels[0], "loss", "loss"),
-        (panels[1], "accuracy", "accuracy"),
-    ):
-        train = [getattr(row, metric) for row in history]
-        val = [getattr(row, f"val_{metric}") for row in history]
-        if all(value is None for value in train + val):
-            # a run without labels (transferctl pretrain) has a loss and nothing else
-            axes.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center", fontsize=11)
-            axes.set_axis_off()
-            continue
-        _shade_phases(axes, history)
-        _line(axes, epochs, train, "train", TRAIN_COLOR, "-", "o" if markers else None)
-        if any(value is not None for value in val):
-            _line(axes, epochs, val, "validation", VAL_COLOR, "--", "o" if markers else None)
-            kept = [
-                (e, v)
-                for e, v in zip(epochs, val, strict=True)
-                if e in set(kept_epochs) and v is not None
-            ]
-            if kept:
-                axes.scatter(
-                    [e for e, _ in kept],
-                    [v for _, v in kept],
-                    s=110,
-                    facecolors="none",
-                    edgecolors="black",
-                    linewidths=1.2,
-                    zorder=4,
-                    label="kept (each phase's best epoch)",
-                )
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(label)
-        axes.set_title(label, fontsize=10, pad=18)
-        _epoch_axis(axes, epochs)
-        if metric == "loss":
-            _loss_scale(axes, [v for v in train + val if v is not None])
-        else:
-            _accuracy_limits(axes, [v for v in train + val if v is not None])
-        axes.grid(True, axis="y", color="0.88", linewidth=0.6)
-        axes.set_axisbelow(True)
-        _name_phases(axes, history)
+    for axes, metric in ((panels[0], "loss"), (panels[1], "accuracy")):
+        _metric_panel(axes, history, metric, set(kept_epochs))
     # below the panels, where it never hides a point
     figure.legend(
         *panels[0].get_legend_handles_labels(),
@@ -146,6 +104,49 @@ def curves_figure(
         frameon=False,
     )
     return figure
+
+
+def _metric_panel(axes: Any, history: Sequence[Epoch], metric: str, kept_epochs: set[int]) -> None:
+    """One panel of `curves_figure`: `metric` (loss or accuracy) per epoch, train and validation,
+    phases shaded and named, the kept epochs ringed."""
+    epochs = [row.epoch for row in history]
+    marker = "o" if len(history) <= MARKERS_UP_TO else None
+    train = [getattr(row, metric) for row in history]
+    val = [getattr(row, f"val_{metric}") for row in history]
+    if all(value is None for value in train + val):
+        # a run without labels (transferctl pretrain) has a loss and nothing else
+        axes.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", fontsize=11)
+        axes.set_axis_off()
+        return
+    _shade_phases(axes, history)
+    _line(axes, epochs, train, "train", TRAIN_COLOR, "-", marker)
+    if any(value is not None for value in val):
+        _line(axes, epochs, val, "validation", VAL_COLOR, "--", marker)
+        kept = [
+            (e, v) for e, v in zip(epochs, val, strict=True) if e in kept_epochs and v is not None
+        ]
+        if kept:
+            axes.scatter(
+                [e for e, _ in kept],
+                [v for _, v in kept],
+                s=110,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+                zorder=4,
+                label="kept (each phase's best epoch)",
+            )
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.set_title(metric, fontsize=10, pad=18)
+    _epoch_axis(axes, epochs)
+    if metric == "loss":
+        _loss_scale(axes, [v for v in train + val if v is not None])
+    else:
+        _accuracy_limits(axes, [v for v in train + val if v is not None])
+    axes.grid(True, axis="y", color="0.88", linewidth=0.6)
+    axes.set_axisbelow(True)
+    _name_phases(axes, history)
 
 
 def save_curves(
