@@ -4,8 +4,9 @@ Each command's module is imported inside its function, so `transferctl --help` a
 `transferctl validate` never load TensorFlow.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: typer reads the annotations as objects, and
+# `_training_command`'s refer to its arguments
+import importlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -55,89 +56,57 @@ def main_options(
         os.environ["TRANSFERCTL_DEBUG"] = "1"
 
 
-@app.command(rich_help_panel="Train")
-@handle_errors
-def finetune(
-    config: Annotated[
-        Path | None,
-        typer.Argument(help="The YAML config file (optional with --resume).", show_default=False),
-    ] = None,
-    overrides: SetOption = None,
-    run_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--run-dir",
-            help="Train into this folder: new, empty, or an unfinished run (then resumed).",
-        ),
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option("--resume", help="Continue an unfinished run from its last checkpoint."),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Resume even though the config changed.")
-    ] = False,
-    unsafe: Annotated[
-        bool,
-        typer.Option("--unsafe", help="Allow .keras weights that run code (Lambda layers)."),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-) -> None:
-    """Fine-tune a pretrained backbone on your images; prints the run directory."""
-    from transferctl.commands.finetune import run
+def _training_command(name: str, summary: str, run_dir_help: str, resume_help: str) -> None:
+    """Register `transferctl <name>`, a command that trains a run (finetune, pretrain): the
+    same arguments and options, each command's own help; `commands.<name>.run` does the work."""
 
-    run(
-        config,
-        overrides or [],
-        run_dir=run_dir,
-        resume=resume,
-        force=force,
-        unsafe=unsafe,
-        quiet=quiet,
-    )
+    def command(
+        config: Annotated[
+            Path | None,
+            typer.Argument(
+                help="The YAML config file (optional with --resume).", show_default=False
+            ),
+        ] = None,
+        overrides: SetOption = None,
+        run_dir: Annotated[Path | None, typer.Option("--run-dir", help=run_dir_help)] = None,
+        resume: Annotated[Path | None, typer.Option("--resume", help=resume_help)] = None,
+        force: Annotated[
+            bool, typer.Option("--force", help="Resume even though the config changed.")
+        ] = False,
+        unsafe: Annotated[
+            bool,
+            typer.Option("--unsafe", help="Allow .keras weights that run code (Lambda layers)."),
+        ] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    ) -> None:
+        stage = importlib.import_module(f"transferctl.commands.{name}")
+        stage.run(
+            config,
+            overrides or [],
+            run_dir=run_dir,
+            resume=resume,
+            force=force,
+            unsafe=unsafe,
+            quiet=quiet,
+        )
+
+    command.__doc__ = summary
+    app.command(name=name, rich_help_panel="Train")(handle_errors(command))
 
 
-@app.command(rich_help_panel="Train")
-@handle_errors
-def pretrain(
-    config: Annotated[
-        Path | None,
-        typer.Argument(help="The YAML config file (optional with --resume).", show_default=False),
-    ] = None,
-    overrides: SetOption = None,
-    run_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--run-dir",
-            help="Train into this folder: new, empty, or an unfinished pretrain run (resumed).",
-        ),
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option("--resume", help="Continue an unfinished pretrain run from its checkpoint."),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Resume even though the config changed.")
-    ] = False,
-    unsafe: Annotated[
-        bool,
-        typer.Option("--unsafe", help="Allow .keras weights that run code (Lambda layers)."),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-) -> None:
-    """Pretrain the backbone as an autoencoder's encoder on unlabelled images; prints the run
-    directory, a `model.weights` for finetune."""
-    from transferctl.commands.pretrain import run
-
-    run(
-        config,
-        overrides or [],
-        run_dir=run_dir,
-        resume=resume,
-        force=force,
-        unsafe=unsafe,
-        quiet=quiet,
-    )
+_training_command(
+    "finetune",
+    "Fine-tune a pretrained backbone on your images; prints the run directory.",
+    run_dir_help="Train into this folder: new, empty, or an unfinished run (then resumed).",
+    resume_help="Continue an unfinished run from its last checkpoint.",
+)
+_training_command(
+    "pretrain",
+    "Pretrain the backbone as an autoencoder's encoder on unlabelled images; prints the run\n"
+    "directory, a `model.weights` for finetune.",
+    run_dir_help="Train into this folder: new, empty, or an unfinished pretrain run (resumed).",
+    resume_help="Continue an unfinished pretrain run from its checkpoint.",
+)
 
 
 @app.command(rich_help_panel="Config")

@@ -3,7 +3,7 @@
 A `UserError` is a mistake the user can fix (config, data, paths, missing weights): it prints
 one line, `error: <where>: <what was wrong>; <what to do>`, and exits 2, with no traceback
 unless `--debug` or `TRANSFERCTL_DEBUG=1`. Anything else is a bug or an environment failure:
-exit 1. Ctrl-C exits 130.
+exit 1. Ctrl-C exits 130. `predict` exits 3 when it skipped files it could not read.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import typer
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+EXIT_SKIPPED = 3  # predict: some files could not be read (each named on stderr) and were skipped
 EXIT_INTERRUPTED = 130
 
 # The longest value quoted in an error line, and the longest part of a line: a value the user
@@ -69,6 +70,12 @@ def quote(value: object, limit: int = QUOTE_CHARS) -> str:
         setattr(short, attribute, 12)
     text = short.repr(value)
     return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (Keras and TensorFlow write pages), or its type."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 class UserError(Exception):

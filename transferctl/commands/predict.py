@@ -17,9 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from transferctl.errors import UserError
+from transferctl.errors import EXIT_SKIPPED, UserError
 from transferctl.predict import (
-    EXIT_SKIPPED,
     Prediction,
     Skipped,
     find_images,

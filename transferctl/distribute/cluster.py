@@ -18,16 +18,14 @@ coordination service's registration deadline."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from transferctl.errors import UserError, debug_enabled, quote
+from transferctl.errors import UserError, quote
 
 VARIABLE = "TF_CONFIG"
 PEER_TIMEOUT_VARIABLE = "TRANSFERCTL_PEER_TIMEOUT"
@@ -258,15 +256,18 @@ def make_strategy(cluster: Cluster | None = None) -> Any:
     seconds = peer_timeout()
     from transferctl import runtime
     from transferctl.distribute import keras_multiworker
+    from transferctl.runtime import native
 
     tf = runtime.tf()
     keras_multiworker.apply()
     _bound_registration(cluster, seconds)
     try:
-        with _native_logs_dropped():
+        # TensorFlow's native lines while joining (dozens about barriers and stragglers) go
+        # nowhere; the outcome is told in one line. Kept with TRANSFERCTL_DEBUG=1.
+        with native.native_stderr_dropped():
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except tf.errors.DeadlineExceededError:
-        _native_logs_dropped_for_good()  # TensorFlow's agent complains again at exit
+        native.native_stderr_dropped_for_good()  # TensorFlow's agent complains again at exit
         raise never_came(cluster, seconds) from None
     _joined.append((cluster, strategy))
     return strategy
@@ -293,37 +294,6 @@ def _bound_registration(cluster: Cluster, seconds: float) -> None:
         cluster_register_timeout_in_ms=int(seconds * 1000),
     )
     context.context().coordination_service.cluster_register_with_barrier = True
-
-
-@contextlib.contextmanager
-def _native_logs_dropped() -> Iterator[None]:
-    """TensorFlow's native lines while joining (dozens about barriers and stragglers) go
-    nowhere; the outcome is told in one line. Kept with TRANSFERCTL_DEBUG=1."""
-    if debug_enabled():
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    nowhere = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(nowhere, 2)
-    os.close(nowhere)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _native_logs_dropped_for_good() -> None:
-    """File descriptor 2 to /dev/null for the rest of the process; Python's stderr (the error
-    line) to where descriptor 2 went before."""
-    if debug_enabled():
-        return
-    sys.stderr.flush()
-    sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding)
-    nowhere = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(nowhere, 2)
-    os.close(nowhere)
 
 
 def gather(strategy: Any, values: list[float]) -> list[list[float]]:

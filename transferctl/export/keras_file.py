@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import runtime
 from transferctl.export.portable import portable_keras_model
 from transferctl.export.source import Samples, predict_keras
 from transferctl.rundir import layout as rundir
+from transferctl.rundir.model_file import load_model_file
 
-NAME = "model.keras"
+NAME = rundir.MODEL  # the same name as the run's model file
 
 
 def write(model: Any, target: Path, image_size: tuple[int, int]) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def write(model: Any, target: Path, image_size: tuple[int, int]) -> dict[str, An
 
 
 def predict(target: Path, samples: Samples) -> dict[str, np.ndarray]:
-    keras = runtime.keras()
-    with runtime.quiet_native_stderr():
-        loaded = keras.saving.load_model(str(target), compile=False, safe_mode=True)
+    """The file just written, loaded back as a user would (safely, without transferctl's
+    layers), on the parity images; a failure to load is a bug, so Keras's error goes through."""
+    loaded = load_model_file(target, explain=None)
     return {"model": predict_keras(loaded, samples.resized)}

@@ -9,37 +9,10 @@ real error keeps its explanation. `--debug` lets everything through.
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
-import tempfile
-from collections.abc import Iterator
 
-from transferctl.errors import debug_enabled
+from transferctl.runtime.native import STDERR, STDOUT, native_output
 
 
-@contextlib.contextmanager
-def captured_native_output() -> Iterator[None]:
-    if debug_enabled():
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {descriptor: os.dup(descriptor) for descriptor in (1, 2)}
-    with tempfile.TemporaryFile() as capture:
-        for descriptor in saved:
-            os.dup2(capture.fileno(), descriptor)
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for descriptor, original in saved.items():
-                os.dup2(original, descriptor)
-                os.close(original)
-            if failed:
-                capture.seek(0)
-                text = capture.read().decode("utf-8", "replace").strip()
-                if text:
-                    print(text, file=sys.stderr)
+def captured_native_output() -> contextlib.AbstractContextManager[None]:
+    """Both output descriptors captured while a converter runs; replayed only if it fails."""
+    return native_output(streams=(STDOUT, STDERR), replay="on failure")

@@ -14,26 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from transferctl import runtime
-from transferctl.errors import UserError
+from transferctl.rundir.model_file import load_model_file, model_not_loaded
 
 _MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
 def load_run_model(path: Path) -> Any:
     """The run's `model.keras`, uncompiled, loaded safely (no arbitrary code)."""
-    keras = runtime.keras()
-    import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess
+    import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess (0.1 runs)
 
-    try:
-        with runtime.quiet_native_stderr():
-            return keras.saving.load_model(str(path), compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001 - a damaged file is the user's input
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise UserError(
-            str(path),
-            f"cannot load the model ({type(error).__name__}: {first_line})",
-            "the file is damaged; train the run again",
-        ) from None
+    return load_model_file(
+        path, explain=model_not_loaded("the file is damaged; train the run again")
+    )
 
 
 def float32_model(model: Any) -> Any:

@@ -13,16 +13,15 @@ from pathlib import Path
 from transferctl import files
 from transferctl.errors import UserError
 from transferctl.export import extras
+from transferctl.export.metadata import EXPORT_INFO
 from transferctl.rundir import layout as rundir
-from transferctl.rundir import lock as runlock
+from transferctl.rundir import reading
 
 FORMATS = ("saved_model", "keras", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-EXPORT_DIR = "export"
-EXPORT_INFO = "export.json"
 # what each format writes (saved_model.NAME, keras_file.NAME, onnx_file.NAME; tflite_file names
 # its file by quantization)
-FORMAT_FILES = {"saved_model": "saved_model", "keras": "model.keras", "onnx": "model.onnx"}
+FORMAT_FILES = {"saved_model": "saved_model", "keras": rundir.MODEL, "onnx": "model.onnx"}
 
 
 @dataclass(frozen=True)
@@ -59,14 +58,14 @@ def check_request(
             "add --format tflite, or drop --quantize",
         )
     run = _check_run(run_dir)
-    out = (out_dir if out_dir is not None else run / EXPORT_DIR).resolve()
+    out = (out_dir if out_dir is not None else run / rundir.EXPORT).resolve()
     if out == run:
         raise UserError(
             "--out",
-            f"{out} is the run directory itself; the export would replace its model.keras",
-            f"pass another folder (the default is RUN_DIR/{EXPORT_DIR})",
+            f"{out} is the run directory itself; the export would replace its {rundir.MODEL}",
+            f"pass another folder (the default is RUN_DIR/{rundir.EXPORT})",
         )
-    if out != run / EXPORT_DIR:
+    if out != run / rundir.EXPORT:
         _check_out(out, run, output_names(chosen, quantize))
     rundir.check_writable(out, where="--out")
     for export_format in chosen:
@@ -155,19 +154,21 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def _check_run(run_dir: Path) -> Path:
-    if not run_dir.exists():
-        raise UserError("RUN_DIR", f"{run_dir} not found", "pass a run directory made by finetune")
-    if not run_dir.is_dir():
-        raise UserError("RUN_DIR", f"{run_dir} is a file, not a run directory", "pass its folder")
-    runlock.check_free(run_dir, "RUN_DIR")
-    for name in (rundir.MODEL, rundir.CONFIG, rundir.LABELS):
-        if not (run_dir / name).is_file():
-            unfinished = name == rundir.MODEL and (run_dir / rundir.CONFIG).is_file()
-            raise UserError(
-                "RUN_DIR",
-                f"{run_dir} has no {name}"
-                + ("; its training did not finish" if unfinished else ""),
-                "pass a finished run directory made by finetune",
-            )
-    files.check_keras_file(run_dir / rundir.MODEL, "RUN_DIR")
+    run = reading.find_run(
+        run_dir,
+        "RUN_DIR",
+        "export",
+        fix="pass a run directory made by finetune",
+        folder_fix="pass its folder",
+    )
+    missing = run.first_missing()
+    if missing is not None:
+        unfinished = missing == run.model and run.config.is_file()
+        raise UserError(
+            "RUN_DIR",
+            f"{run_dir} has no {missing.name}"
+            + ("; its training did not finish" if unfinished else ""),
+            "pass a finished run directory made by finetune",
+        )
+    files.check_keras_file(run.model, "RUN_DIR")
     return run_dir.resolve()

@@ -20,6 +20,7 @@ from transferctl.config.schema import Config
 from transferctl.errors import UserError
 from transferctl.files import NotReadable, read_regular
 from transferctl.rundir import layout as rundir
+from transferctl.rundir.reading import read_labels
 
 PARITY_IMAGES = 100
 CALIBRATION_IMAGES = 300
@@ -62,7 +63,9 @@ def load_source(run_dir: Path) -> Source:
     from transferctl.export.portable import float32_model, load_run_model
 
     config = load_config(run_dir / rundir.CONFIG)
-    class_names = _read_labels(run_dir / rundir.LABELS)
+    class_names = read_labels(
+        run_dir / rundir.LABELS, empty_fix=f"restore the {rundir.LABELS} finetune wrote"
+    )
     assert config.data.image_size is not None, "a run's config is resolved"
     model = float32_model(load_run_model(run_dir / rundir.MODEL))
     outputs = int(tuple(model.output_shape)[-1])
@@ -70,7 +73,7 @@ def load_source(run_dir: Path) -> Source:
         raise UserError(
             str(run_dir / rundir.LABELS),
             f"names {len(class_names)} classes but the model has {outputs} outputs",
-            "restore the labels.txt that finetune wrote",
+            f"restore the {rundir.LABELS} that finetune wrote",
         )
     return Source(
         run_dir=run_dir,
@@ -167,11 +170,3 @@ def _decode(examples: Any, index: int) -> tuple[np.ndarray, bytes] | None:
     except (NotReadable, tf.errors.OpError):
         return None
     return np.asarray(image), file_bytes
-
-
-def _read_labels(path: Path) -> list[str]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    names = [name for name in names if name]
-    if not names:
-        raise UserError(str(path), "holds no class names", "restore the labels.txt finetune wrote")
-    return names

@@ -14,6 +14,8 @@ from transferctl import runtime
 from transferctl.config.backbones import BackboneSpec
 from transferctl.errors import UserError
 from transferctl.files import bounded_yaml
+from transferctl.rundir.layout import MODEL
+from transferctl.rundir.model_file import LoadFailure, load_model_file
 from transferctl.runtime.downloads import bounded_download
 
 BACKBONE_LAYER_NAME = "backbone"
@@ -56,7 +58,7 @@ def load_backbone_weights(
     """Copy weights from a file or an earlier run into `backbone` (same architecture)."""
     if source.is_dir():
         _check_run_backbone(source, spec)
-        source_model = _load_keras_file(source / "model.keras", safe_mode)
+        source_model = _load_keras_file(source / MODEL, safe_mode)
         _copy_from(_find_backbone(source_model) or source_model, backbone, source)
     elif source.name.endswith(".keras"):
         source_model = _load_keras_file(source, safe_mode)
@@ -92,15 +94,16 @@ def _load_keras_file(path: Path, safe_mode: bool) -> Any:
     """Load a .keras file; `safe_mode` refuses code from Lambda layers (Keras's safety switch)."""
     from transferctl.model import preprocess  # noqa: F401 - registers the custom layer
 
-    keras = runtime.keras()
-    try:
-        return keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
-    except Exception as error:
-        message = _first_line(error)
-        fix = "check the file"
-        if "safe_mode" in str(error) or "Lambda" in str(error):
-            fix = "it runs code from a Lambda layer: pass --unsafe only if you trust its source"
-        raise UserError("model.weights", f"cannot load {path}: {message}", fix) from None
+    return load_model_file(path, safe_mode=safe_mode, explain=_weights_not_loaded)
+
+
+def _weights_not_loaded(failure: LoadFailure) -> UserError:
+    fix = "check the file"
+    if failure.runs_code:
+        fix = "it runs code from a Lambda layer: pass --unsafe only if you trust its source"
+    return UserError(
+        "model.weights", f"cannot load {failure.path}: {_first_line(failure.error)}", fix
+    )
 
 
 def _find_backbone(model: Any) -> Any:

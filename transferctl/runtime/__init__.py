@@ -8,48 +8,16 @@ costs ~40% speed on CPU (docs/keras-behaviour.md).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import re
-import sys
-import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
 from typing import Any
 
-# TensorFlow's native start-up lines: absl-formatted logs and the CPU-instructions notice.
-_TF_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog|[IWEF]\d{4} \d\d:\d\d:\d\d"
-    r"|To enable the following instructions|.*rebuild TensorFlow with the appropriate compiler)"
-)
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Drop TensorFlow's native log lines written to file descriptor 2; keep everything else."""
-    from transferctl.errors import debug_enabled
-
-    if debug_enabled():
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines():
-                if not _TF_NOISE.match(line):
-                    print(line, file=sys.stderr)
+# every stage quiets TensorFlow's native lines with `runtime.quiet_native_stderr()`
+from transferctl.runtime.native import quiet_native_stderr as quiet_native_stderr
 
 
 @cache

@@ -36,11 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import files, runtime
+from transferctl import runtime
 from transferctl.config.classes import teacher_class_problem
 from transferctl.config.schema import Distill
 from transferctl.data import DataBundle, pipeline
 from transferctl.errors import TrainingFailed, UserError
+from transferctl.rundir.layout import LABELS, MODEL
+from transferctl.rundir.model_file import load_model_file
 from transferctl.train import feature_cache
 
 WHERE = "distill.teacher"
@@ -102,24 +104,22 @@ def load_teacher(config: Distill, class_names: list[str]) -> Teacher:
     problem = teacher_class_problem(run_dir, class_names)
     if problem is not None:
         raise problem
-    path = run_dir / "model.keras"
-    files.check_keras_file(path, WHERE)
+    path = run_dir / MODEL
     import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess (0.1 runs)
 
-    try:
-        with runtime.quiet_native_stderr():
-            model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001 - a damaged or foreign file is the user's input
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise UserError(
+    model = load_model_file(
+        path,
+        check_as=WHERE,
+        explain=lambda failure: UserError(
             WHERE,
-            f"cannot load {path} ({type(error).__name__}: {first_line})",
+            f"cannot load {path} ({failure.summary})",
             "pass a run directory made by `finetune` (a damaged file: train the teacher again)",
-        ) from None
+        ),
+    )
     model.trainable = False
     taught = [
         line.strip()
-        for line in (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
+        for line in (run_dir / LABELS).read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
     order = [taught.index(name) for name in class_names]

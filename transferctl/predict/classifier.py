@@ -1,0 +1,228 @@
+"""The model `predict` runs: a run directory, a `.keras` file, an export folder or a SavedModel.
+
+A model is a run directory (its `model.keras`), a `.keras` file (class names from the
+`labels.txt` beside it), an export folder, or an exported SavedModel (`export/saved_model/`,
+signature `serving_default`: uint8 `image` [batch, height, width, 3] in, `probabilities` out).
+A SavedModel gets its pixels rounded to uint8 (its contract), so its probabilities can differ
+from the `.keras` model's in the second or third decimal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferctl import runtime
+from transferctl.errors import UserError, first_line
+from transferctl.export.metadata import EXPORT_INFO
+from transferctl.rundir import layout as rundir
+from transferctl.rundir.model_file import load_model_file
+from transferctl.rundir.reading import open_run, read_labels
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_SAVED_MODEL_SIZE = (224, 224)
+SAVED_MODEL_FILE = "saved_model.pb"
+SAVED_MODEL_FOLDER = "saved_model"  # in an export folder (export.saved_model.NAME)
+WHERE = "RUN_DIR|MODEL"
+MODEL_KINDS = "pass a run directory, a .keras file or an exported saved_model folder"
+
+
+def load_keras_model(path: Path) -> Any:
+    """A transferctl `.keras` classifier, loaded safely (no arbitrary code) and uncompiled."""
+    import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess (0.1 runs)
+
+    return load_model_file(path, check_as=str(path))
+
+
+class Classifier:
+    """A loaded model: class names, the input size it wants, and probabilities for a batch."""
+
+    kind = "model"
+
+    def __init__(
+        self,
+        source: Path,
+        class_names: list[str],
+        image_size: tuple[int, int],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        notes: Sequence[str] = (),
+    ) -> None:
+        self.source = source
+        self.class_names = class_names
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.notes = list(notes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        """float32 RGB 0-255 [B, H, W, 3] at `image_size` -> float32 probabilities [B, C]."""
+        raise NotImplementedError
+
+
+class KerasClassifier(Classifier):
+    kind = "keras"
+
+    def __init__(self, model: Any, source: Path, class_names: list[str], **kwargs: Any) -> None:
+        super().__init__(source, class_names, _keras_input_size(model, source), **kwargs)
+        self.model = model
+        _check_class_count(_keras_output_classes(model), class_names, source)
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_on_batch(images), dtype=np.float32)
+
+
+class SavedModelClassifier(Classifier):
+    """An exported SavedModel; it takes uint8 pixels and resizes and preprocesses inside."""
+
+    kind = "saved_model"
+
+    def __init__(self, loaded: Any, source: Path, class_names: list[str], **kwargs: Any) -> None:
+        super().__init__(source, class_names, **kwargs)
+        self.loaded = loaded  # the signature's functions live as long as their owner
+        self.signature = loaded.signatures["serving_default"]
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        tf = runtime.tf()
+        pixels = tf.constant(np.clip(np.round(images), 0, 255).astype(np.uint8))
+        outputs = self.signature(image=pixels)
+        probabilities = outputs.get("probabilities")
+        if probabilities is None:
+            (probabilities,) = outputs.values()
+        result = np.asarray(probabilities, dtype=np.float32)
+        _check_class_count(result.shape[-1], self.class_names, self.source)
+        return result
+
+
+def load_classifier(target: Path) -> Classifier:
+    """A run directory, a `.keras` file or an exported SavedModel folder, ready to predict."""
+    if not target.exists():
+        raise UserError(WHERE, f"{target} not found", MODEL_KINDS)
+    if target.is_file():
+        if target.suffix != ".keras":
+            raise UserError(WHERE, f"{target} is not a .keras file", MODEL_KINDS)
+        return _keras_file(target)
+    if (target / SAVED_MODEL_FILE).is_file():
+        return _saved_model(target)
+    if (target / rundir.CONFIG).is_file():  # a run directory (finished or not)
+        return _run_directory(target)
+    if (target / rundir.MODEL).is_file():  # an export folder: its .keras file and labels
+        return _keras_file(target / rundir.MODEL)
+    if (target / SAVED_MODEL_FOLDER / SAVED_MODEL_FILE).is_file():
+        return _saved_model(target / SAVED_MODEL_FOLDER)
+    raise UserError(
+        WHERE,
+        f"{target} is neither a run directory (no {rundir.MODEL}) nor a SavedModel "
+        f"(no {SAVED_MODEL_FILE})",
+        "pass a finished run, a .keras file or the export's saved_model folder",
+    )
+
+
+def _run_directory(path: Path) -> Classifier:
+    run = open_run(path, WHERE, verb="predict with")
+    from transferctl.config.loader import read_yaml
+
+    # Only the batch size is read, so a run whose training data has moved still predicts.
+    data = read_yaml(run.config).get("data") or {}
+    batch_size = data.get("batch_size") if isinstance(data, dict) else None
+    if not isinstance(batch_size, int) or batch_size < 1:
+        batch_size = DEFAULT_BATCH_SIZE
+    model = load_keras_model(run.model)
+    return KerasClassifier(model, run.model, read_labels(run.labels), batch_size=batch_size)
+
+
+def _keras_file(path: Path) -> Classifier:
+    labels_file = path.parent / rundir.LABELS
+    model = load_keras_model(path)
+    if labels_file.is_file():
+        return KerasClassifier(model, path, read_labels(labels_file))
+    classes = _keras_output_classes(model)
+    return KerasClassifier(
+        model,
+        path,
+        [str(index) for index in range(classes)],
+        notes=[f"no {rundir.LABELS} beside {path}; labels are class indices"],
+    )
+
+
+def _saved_model(path: Path) -> Classifier:
+    tf = runtime.tf()
+    labels_file = next(
+        (
+            candidate
+            for candidate in (path / rundir.LABELS, path.parent / rundir.LABELS)
+            if candidate.is_file()
+        ),
+        None,
+    )
+    if labels_file is None:
+        raise UserError(
+            WHERE,
+            f"no {rundir.LABELS} in or beside {path}",
+            f"keep the export's {rundir.LABELS} next to the saved_model folder",
+        )
+    try:
+        with runtime.quiet_native_stderr():
+            loaded = tf.saved_model.load(str(path))
+    except Exception as error:  # noqa: BLE001 - a damaged export is the user's input
+        raise UserError(
+            str(path),
+            f"cannot load the SavedModel ({type(error).__name__}: {first_line(error)})",
+            "export the run again",
+        ) from None
+    if "serving_default" not in getattr(loaded, "signatures", {}):
+        raise UserError(
+            str(path), "the SavedModel has no serving_default signature", "export it again"
+        )
+    size, notes = _export_input_size(path)
+    return SavedModelClassifier(
+        loaded, path, read_labels(labels_file), image_size=size, notes=notes
+    )
+
+
+def _export_input_size(path: Path) -> tuple[tuple[int, int], list[str]]:
+    for candidate in (path / EXPORT_INFO, path.parent / EXPORT_INFO):
+        if not candidate.is_file():
+            continue
+        try:
+            size = json.loads(candidate.read_text(encoding="utf-8")).get("input_size")
+            height, width = (int(value) for value in size)
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        if height > 0 and width > 0:
+            return (height, width), []
+    return DEFAULT_SAVED_MODEL_SIZE, [
+        f"no input_size in {EXPORT_INFO} beside {path}; images are resized to "
+        f"{DEFAULT_SAVED_MODEL_SIZE[0]}x{DEFAULT_SAVED_MODEL_SIZE[1]}"
+    ]
+
+
+def _keras_input_size(model: Any, source: Path) -> tuple[int, int]:
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[-1] != 3 or shape[1] is None or shape[2] is None:
+        raise UserError(
+            str(source),
+            f"expected an image classifier with a fixed [batch, height, width, 3] input; "
+            f"got input shape {list(shape)}",
+            "pass a model trained by transferctl",
+        )
+    return int(shape[1]), int(shape[2])
+
+
+def _keras_output_classes(model: Any) -> int:
+    return int(tuple(model.output_shape)[-1])
+
+
+def _check_class_count(classes: int, class_names: list[str], source: Path) -> None:
+    if classes != len(class_names):
+        raise UserError(
+            str(source),
+            f"the model has {classes} outputs but {rundir.LABELS} names {len(class_names)} classes",
+            f"keep the {rundir.LABELS} that was saved with this model",
+        )

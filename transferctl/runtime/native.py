@@ -1,0 +1,109 @@
+"""What native code prints straight to file descriptors 1 and 2, kept off the terminal.
+
+TensorFlow's C++ logs, libjpeg's decoder warnings, the TFLite converter's MLIR passes and the
+multi-worker coordination agent write to the process's file descriptors, below Python's
+`sys.stderr`, so no Python filter sees them. `native_output` points the descriptors elsewhere
+for the length of a block and decides what comes back: nothing, the lines a filter keeps, or
+everything when the block failed (a real error keeps its explanation). `--debug` (or
+`TRANSFERCTL_DEBUG=1`) lets everything through.
+
+Example:
+    with native_output(streams=(1, 2), replay="on failure"):
+        converter.convert()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import IO, Literal
+
+from transferctl.errors import debug_enabled
+
+STDOUT = 1
+STDERR = 2
+
+# TensorFlow's native start-up lines: absl-formatted logs and the CPU-instructions notice.
+_TF_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog|[IWEF]\d{4} \d\d:\d\d:\d\d"
+    r"|To enable the following instructions|.*rebuild TensorFlow with the appropriate compiler)"
+)
+
+Replay = Literal["never", "always", "on failure"]
+
+
+@contextlib.contextmanager
+def native_output(
+    *,
+    streams: tuple[int, ...] = (STDERR,),
+    replay: Replay = "never",
+    keep: Callable[[str], bool] = lambda line: True,
+) -> Iterator[None]:
+    """Send what native code writes to `streams` elsewhere while the block runs.
+
+    Args:
+        streams: the file descriptors to redirect (2 for stderr, 1 for stdout).
+        replay: when the captured lines are printed on stderr afterwards: `never` (they go
+            to /dev/null), `always`, or `on failure` (the block raised).
+        keep: which captured lines to print when they are replayed.
+    """
+    if debug_enabled():
+        yield
+        return
+    _flush()
+    saved = {descriptor: os.dup(descriptor) for descriptor in streams}
+    with _sink(capture=replay != "never") as sink:
+        for descriptor in saved:
+            os.dup2(sink.fileno(), descriptor)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            _flush()
+            for descriptor, original in saved.items():
+                os.dup2(original, descriptor)
+                os.close(original)
+            if replay == "always" or (replay == "on failure" and failed):
+                sink.seek(0)
+                lines = sink.read().decode("utf-8", "replace").splitlines()
+                text = "\n".join(line for line in lines if keep(line)).strip()
+                if text:
+                    print(text, file=sys.stderr)
+
+
+def quiet_native_stderr() -> contextlib.AbstractContextManager[None]:
+    """TensorFlow's native log lines on stderr dropped; every other line printed after."""
+    return native_output(replay="always", keep=lambda line: not _TF_NOISE.match(line))
+
+
+def native_stderr_dropped() -> contextlib.AbstractContextManager[None]:
+    """Everything native code prints on stderr dropped (the caller reports the outcome)."""
+    return native_output(replay="never")
+
+
+def native_stderr_dropped_for_good() -> None:
+    """File descriptor 2 to /dev/null for the rest of the process; Python's `sys.stderr` (the
+    error line) keeps writing to where descriptor 2 went before. For a process about to exit
+    whose native libraries still complain in their exit handlers."""
+    if debug_enabled():
+        return
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(STDERR), "w", buffering=1, encoding=sys.stderr.encoding)
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(nowhere, STDERR)
+    os.close(nowhere)
+
+
+def _sink(*, capture: bool) -> IO[bytes]:
+    """A temporary file to read back, or /dev/null."""
+    return tempfile.TemporaryFile() if capture else open(os.devnull, "wb")  # noqa: SIM115
+
+
+def _flush() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
