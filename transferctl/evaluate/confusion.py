@@ -61,32 +61,10 @@ def confusion_matrix_figure(
     image = axes.imshow(shares, cmap="Blues", norm=norm, interpolation="nearest")
     axes.set_aspect("equal")
 
-    names = [_shorten(str(name)) for name in class_names]
-    ticks = np.arange(classes)
-    axes.set_xticks(ticks)
-    axes.set_yticks(ticks)
-    axes.set_yticklabels(names, fontsize=label_size)
-    if classes > 10 or max(len(name) for name in names) > 6:
-        axes.set_xticklabels(names, fontsize=label_size, rotation=90)
-    else:
-        axes.set_xticklabels(names, fontsize=label_size)
-    axes.tick_params(length=2 if classes > 30 else 3.5, pad=2)
-    axes.set_xlabel("predicted class", fontsize=max(label_size, 9.0))
-    axes.set_ylabel("true class", fontsize=max(label_size, 9.0))
-    axes.set_title(title, fontsize=max(label_size + 1, 10.0), pad=10)
-
+    _label_axes(axes, class_names, label_size, title)
     if annotated:
         _write_counts(axes, counts, shares, cell)
-        # thin white lines between cells
-        axes.set_xticks(np.arange(classes + 1) - 0.5, minor=True)
-        axes.set_yticks(np.arange(classes + 1) - 0.5, minor=True)
-        axes.grid(which="minor", color="white", linewidth=0.8)
-        axes.tick_params(which="minor", length=0)
-    else:
-        # every 10th class: a faint guide line, so a row can be followed across
-        for position in np.arange(10, classes, 10) - 0.5:
-            axes.axhline(position, color="0.85", linewidth=0.4)
-            axes.axvline(position, color="0.85", linewidth=0.4)
+    _draw_lines(axes, classes, between_cells=annotated)
 
     colorbar = figure.colorbar(
         image, ax=axes, fraction=0.04, pad=0.02, shrink=0.8 if classes <= 10 else 0.4
@@ -103,6 +81,38 @@ def save_confusion_matrix(
     """Draw `confusion_matrix_figure` into a PNG file at `path`."""
     figure = confusion_matrix_figure(matrix, class_names, title)
     figure.savefig(str(path), format="png", bbox_inches="tight", pad_inches=0.15)
+
+
+def _label_axes(axes: Any, class_names: Sequence[str], label_size: float, title: str) -> None:
+    """Class names along both axes (across, turned upright when many or long), and the titles."""
+    classes = len(class_names)
+    names = [_shorten(str(name)) for name in class_names]
+    ticks = np.arange(classes)
+    axes.set_xticks(ticks)
+    axes.set_yticks(ticks)
+    axes.set_yticklabels(names, fontsize=label_size)
+    if classes > 10 or max(len(name) for name in names) > 6:
+        axes.set_xticklabels(names, fontsize=label_size, rotation=90)
+    else:
+        axes.set_xticklabels(names, fontsize=label_size)
+    axes.tick_params(length=2 if classes > 30 else 3.5, pad=2)
+    axes.set_xlabel("predicted class", fontsize=max(label_size, 9.0))
+    axes.set_ylabel("true class", fontsize=max(label_size, 9.0))
+    axes.set_title(title, fontsize=max(label_size + 1, 10.0), pad=10)
+
+
+def _draw_lines(axes: Any, classes: int, *, between_cells: bool) -> None:
+    """Thin white lines between the cells; without them (many classes), a faint guide line
+    every 10th class, so a row can be followed across."""
+    if between_cells:
+        axes.set_xticks(np.arange(classes + 1) - 0.5, minor=True)
+        axes.set_yticks(np.arange(classes + 1) - 0.5, minor=True)
+        axes.grid(which="minor", color="white", linewidth=0.8)
+        axes.tick_params(which="minor", length=0)
+        return
+    for position in np.arange(10, classes, 10) - 0.5:
+        axes.axhline(position, color="0.85", linewidth=0.4)
+        axes.axvline(position, color="0.85", linewidth=0.4)
 
 
 def _write_counts(axes: Any, counts: np.ndarray, shares: np.ndarray, cell: float) -> None:

@@ -19,7 +19,7 @@ from transferctl.evaluate import results
 from transferctl.evaluate import target as targets
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.model_file import load_model_file
-from transferctl.rundir.reading import open_run, read_labels
+from transferctl.rundir.reading import RunFiles, open_run, read_labels
 
 
 @dataclass
@@ -84,17 +84,7 @@ def evaluate(
         target = targets.other_folder(data, config, class_names, split)
     notes = targets.count_notes(run, target)
 
-    import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess (0.1 runs)
-
-    model = load_model_file(run.model, check_as=str(run.model))
-    targets.check_model(model, run, target, class_names)
-    try:
-        labels, probabilities = scores.collect_predictions(
-            model, target.dataset, len(target.examples), progress
-        )
-    except scores.DecodeFailed as failure:
-        raise targets.unreadable_file(target, failure.first_example) from None
-
+    labels, probabilities = _predict(run, target, class_names, progress)
     predicted = probabilities.argmax(axis=1)
     confusion = results.confusion_counts(labels, predicted, len(class_names))
     if confusion is None:
@@ -123,3 +113,20 @@ def evaluate(
         predicted=predicted,
         labels=labels,
     )
+
+
+def _predict(
+    run: RunFiles,
+    target: targets.Target,
+    class_names: list[str],
+    progress: scores.Progress | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The run's model over the target's images: true labels and probabilities."""
+    import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess (0.1 runs)
+
+    model = load_model_file(run.model, check_as=str(run.model))
+    targets.check_model(model, run, target, class_names)
+    try:
+        return scores.collect_predictions(model, target.dataset, len(target.examples), progress)
+    except scores.DecodeFailed as failure:
+        raise targets.unreadable_file(target, failure.first_example) from None

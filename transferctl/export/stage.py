@@ -24,6 +24,7 @@ from transferctl.export.source import (
     load_source,
     parity_samples,
 )
+from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
 
 # The packages whose versions each format's entry records (besides TensorFlow and Keras).
@@ -163,7 +164,7 @@ def _export_one(
         "bytes": metadata.size_in_bytes(target),
         **details,
         "parity": {
-            "compared_with": "the run's model.keras on the same images, resized like training",
+            "compared_with": f"the run's {rundir.MODEL} on the same images, resized like training",
             "images": samples.counts,
             **{name: check.to_json() for name, check in checks.items()},
         },

@@ -30,7 +30,7 @@ from transferctl.rundir.curves import Epoch, load_history
 
 # Config keys that say where a run was written, not how it trained.
 IGNORED_PREFIXES = ("output.",)
-STATE = Path(rundir.CHECKPOINTS) / "state.json"
+STATE = Path(rundir.CHECKPOINTS) / rundir.STATE
 
 
 @dataclass
@@ -133,7 +133,7 @@ def load_run(path: Path) -> RunSummary:
     """
     where = str(path)
     if not (path / rundir.CONFIG).is_file():
-        raise UserError(where, "not a transferctl run (no config.yaml)", _not_a_run_fix(path))
+        raise UserError(where, f"not a transferctl run (no {rundir.CONFIG})", _not_a_run_fix(path))
     run = path.resolve()
     config = _read_yaml_mapping(run / rundir.CONFIG)
     metrics = _read_json_mapping(run / rundir.METRICS)
