@@ -254,11 +254,9 @@ class Runtime(Section):
 
 
 class Distill(Section):
-    """Knowledge distillation: a finished run (the teacher) teaches the configured model.
-
-    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
-           + (1 - alpha) * cross-entropy(labels)
-    """
+    """Knowledge distillation: a finished run (the teacher) teaches the configured model, on
+    `alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) *
+    cross-entropy(labels)`."""
 
     teacher: str
     """A finished finetune run directory, or `{run: NAME}` (the newest finished run of that
