@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 import yaml
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
@@ -29,15 +28,15 @@ from transferctl.config.schema import Config
 
 REGENERATE = "make reference"  # the command that rewrites the page; the stale-page test names it
 
-# The docs page that explains a section at length, linked from the section's heading.
+# The docs page that explains a section at length (link, title), linked from its heading.
 GUIDES = {
-    "data": "data.md",
-    "model": "transfer-methods.md",
-    "train": "transfer-methods.md",
-    "output": "run-directory.md",
-    "runtime": "distribution.md",
-    "pretrain": "transfer-methods.md#unsupervised-pretraining",
-    "distill": "transfer-methods.md#distillation",
+    "data": ("data.md", "Data sources and doctor"),
+    "model": ("transfer-methods.md", "Transfer methods"),
+    "train": ("transfer-methods.md", "Transfer methods"),
+    "output": ("run-directory.md", "The run directory"),
+    "runtime": ("distribution.md", "Distribution and multi-worker"),
+    "pretrain": ("transfer-methods.md#unsupervised-pretraining", "Unsupervised pretraining"),
+    "distill": ("transfer-methods.md#distillation", "Distillation"),
 }
 
 INTRODUCTION = """\
@@ -115,11 +114,11 @@ def render() -> str:
 def _section_heading(key: Key) -> list[str]:
     assert key.section is not None
     lines = [f"## `{key.path}`", "", " ".join((key.section.__doc__ or "").split())]
-    optional = key.default == "null"
-    if optional:
-        lines[-1] += f" Optional: `{key.path}: null` (the default) leaves it out."
+    if key.default == "null":  # an optional section: what its absence means
+        lines[-1] += f" {key.description}"
     if key.path in GUIDES:
-        lines[-1] += f" More in [{_page_title(GUIDES[key.path])}]({GUIDES[key.path]})."
+        link, title = GUIDES[key.path]
+        lines[-1] += f" More in [{title}]({link})."
     return [*lines, ""]
 
 
@@ -138,11 +137,6 @@ def _key_entry(key: Key) -> list[str]:
         key.description,
         "",
     ]
-
-
-def _page_title(link: str) -> str:
-    page, _, anchor = link.partition("#")
-    return (anchor or page.removesuffix(".md")).replace("-", " ")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,32 +184,29 @@ def _type_text(annotation: Any, constraints: Sequence[Any] = (), plural: bool = 
     return name + _bounds(constraints)
 
 
+# pydantic keeps a field's bounds as small objects with one attribute each (annotated_types)
+BOUND_SYMBOLS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
 def _bounds(constraints: Sequence[Any]) -> str:
-    """`(> 0, <= 4096)` from pydantic's and annotated_types' constraint objects."""
+    """`(> 0, <= 4096)` from the constraint objects of a field (or of its inner types)."""
     found: list[str] = []
     for item in constraints:
-        if isinstance(item, FieldInfo):
-            found += [_bound(inner) for inner in item.metadata]
-        else:
-            found.append(_bound(item))
-    found = [text for text in found if text]
+        for inner in item.metadata if isinstance(item, FieldInfo) else [item]:
+            found += _bound(inner)
     return f" ({', '.join(found)})" if found else ""
 
 
-def _bound(item: Any) -> str:
-    symbols = {
-        annotated_types.Gt: (">", "gt"),
-        annotated_types.Ge: (">=", "ge"),
-        annotated_types.Lt: ("<", "lt"),
-        annotated_types.Le: ("<=", "le"),
-    }
-    for kind, (symbol, attribute) in symbols.items():
-        if isinstance(item, kind):
-            value = getattr(item, attribute)
-            return f"{symbol} {value}" if isinstance(value, int) else f"{symbol} {value:g}"
-    if isinstance(item, annotated_types.MinLen):
-        return f"at least {item.min_length} item" + ("s" if item.min_length != 1 else "")
-    return ""
+def _bound(item: Any) -> list[str]:
+    found = []
+    for attribute, symbol in BOUND_SYMBOLS:
+        value = getattr(item, attribute, None)
+        if value is not None:
+            found.append(f"{symbol} {value}" if isinstance(value, int) else f"{symbol} {value:g}")
+    count = getattr(item, "min_length", None)
+    if count is not None:
+        found.append(f"at least {count} item" + ("s" if count != 1 else ""))
+    return found
 
 
 def _default_text(info: FieldInfo) -> str:

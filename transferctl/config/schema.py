@@ -90,9 +90,9 @@ class Config(Section):
     runtime: Runtime = Runtime()
     """Distribution over devices."""
     pretrain: Pretrain | None = None
-    """`transferctl pretrain` only: the autoencoder's settings; null: the defaults below."""
+    """Read by `transferctl pretrain` only; null (the default): the defaults below."""
     distill: Distill | None = None
-    """Learn from a finished run's softened outputs as well as the labels; null: off."""
+    """Distil a finished run into this one; null (the default): no distillation."""
 
     @field_validator("name", mode="after")
     @classmethod
