@@ -60,16 +60,9 @@ def make_dataset(
             examples, carried, image_size, batch_size, shuffle_seed, drop_remainder
         )
     else:
-        dataset = _file_batches(
-            examples,
-            carried,
-            image_size,
-            batch_size,
-            shuffle_seed,
-            drop_remainder,
-            skip_unreadable=skip_unreadable,
-            keep=keep,
-        )
+        dataset = _file_images(
+            examples, carried, image_size, shuffle_seed, skip_unreadable=skip_unreadable, keep=keep
+        ).batch(batch_size, drop_remainder=drop_remainder)
 
     if augmenter is not None:
         dataset = dataset.map(
@@ -107,18 +100,16 @@ def _array_batches(
     return dataset.map(resize_batch, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _file_batches(
+def _file_images(
     examples: Examples,
     carried: tuple[Any, ...],
     image_size: tuple[int, int],
-    batch_size: int,
     shuffle_seed: int | None,
-    drop_remainder: bool,
     *,
     skip_unreadable: bool,
     keep: bool,
 ) -> Any:
-    """Batches of image files decoded, turned upright and resized to `image_size`, with their
+    """Image files decoded, turned upright and resized to `image_size`, one by one, with their
     labels (and `carried` rows); decoded once and kept in memory where `make_dataset` says."""
     tf = runtime.tf()
     assert examples.paths is not None
@@ -147,7 +138,7 @@ def _file_batches(
     if cached and shuffle_seed is not None:
         # same seed, same count: the same order as shuffling the paths
         dataset = dataset.shuffle(len(examples), seed=shuffle_seed)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset
 
 
 def steady(dataset: Any) -> Any:
