@@ -9,9 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from transferctl.config.loader import load_config
-from transferctl.errors import UserError
-from transferctl.rundir import layout as rundir
+from transferctl.commands.finetune import train_or_resume
 from transferctl.rundir.lookup import run_name
 
 
@@ -26,27 +24,21 @@ def run(
     quiet: bool,
 ) -> None:
     console = None if quiet else Console(stderr=True, soft_wrap=True)
-    if resume is not None and run_dir is not None and resume.resolve() != run_dir.resolve():
-        raise UserError("--resume", "and --run-dir name different runs", "pass only one of them")
-    target = resume or (run_dir if run_dir is not None and _is_run(run_dir) else None)
-    if config_path is None and target is None:
-        raise UserError("CONFIG", "missing", "pass a config file, or --resume RUN_DIR")
-
     from transferctl.stages import pretrain as stage
 
-    if target is not None:
-        source = config_path or target / rundir.CONFIG
-        config = load_config(source, overrides) if (config_path or overrides) else None
-        result = stage.resume(target, config=config, force=force, console=console, unsafe=unsafe)
-        if result.already_finished:
-            if console is not None:
-                console.print(f"{result.run_dir} already finished; nothing to do", highlight=False)
-            typer.echo(str(result.run_dir))
-            return
-    else:
-        assert config_path is not None
-        config = load_config(config_path, overrides)
-        result = stage.pretrain(config, run_dir=run_dir, console=console, unsafe=unsafe)
+    result = train_or_resume(
+        stage.pretrain,
+        stage.resume,
+        config_path,
+        overrides,
+        run_dir=run_dir,
+        resume=resume,
+        force=force,
+        unsafe=unsafe,
+        console=console,
+    )
+    if result is None:
+        return
     if console is not None:
         for split in ("val", "test"):
             scores = result.metrics.get(split)
@@ -62,8 +54,3 @@ def run(
             highlight=False,
         )
     typer.echo(str(result.run_dir))
-
-
-def _is_run(path: Path) -> bool:
-    """A folder that `pretrain` (or `finetune`) started: it has the resolved config."""
-    return (path / rundir.CONFIG).is_file()

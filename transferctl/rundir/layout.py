@@ -29,6 +29,7 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 BAD_FILES = "bad_files.txt"
 CURVES = "curves.png"
+RECONSTRUCTIONS = "reconstructions.png"  # a pretrain run's inputs above their reconstructions
 STATE = "state.json"  # inside checkpoints/: the training state, `finished` among it
 EVAL = "eval"
 EXPORT = "export"

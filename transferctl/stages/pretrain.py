@@ -1,10 +1,11 @@
-"""The one place that chains pretraining: config -> data -> autoencoder -> train -> run directory.
+"""The pretrain stage: config -> data -> autoencoder -> train -> run directory.
 
-The run directory keeps finetune's guarantees (resolved config.yaml, env.json, history.csv,
-curves.png, checkpoints/ and resume, the run lock, atomic writes, metrics.json) and adds
-`reconstructions.png`. Its `model.keras` is the encoder (input -> preprocess -> backbone ->
-pooling, built-in layers only), so the run is a `model.weights` for finetune, by path or by
-`{run: NAME}`. env.json and metrics.json say `kind: pretrain`.
+The run's life is the lifecycle's (`stages/lifecycle.py`), as for finetune: resolved config.yaml,
+env.json, history.csv, curves.png, checkpoints/ and resume, the run lock, atomic writes,
+metrics.json. What is pretrain's own is here: the autoencoder, `reconstructions.png`, and a
+`model.keras` that is the encoder (input -> preprocess -> backbone -> pooling, built-in layers
+only), so the run is a `model.weights` for finetune, by path or by `{run: NAME}`. env.json and
+metrics.json say `kind: pretrain`.
 
 Example:
     config = load_config("configs/demo.yaml", ["pretrain.epochs=5"])
@@ -14,35 +15,24 @@ Example:
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from transferctl import runtime
 from transferctl.config import backbones
-from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config, Pretrain
 from transferctl.data import DataBundle, load_data
 from transferctl.distribute import strategy as distribution
-from transferctl.errors import Interrupted, UserError
+from transferctl.errors import UserError
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
-from transferctl.stages import worker
+from transferctl.stages import lifecycle, worker
+from transferctl.stages.lifecycle import RunResult
+from transferctl.train.checkpoint import TrainState
 
-KIND = "pretrain"
-RECONSTRUCTIONS = "reconstructions.png"
 SHOWN_IMAGES = 8
 TRAINING = "a pretrain is training it"
-
-
-@dataclass
-class PretrainResult:
-    run_dir: Path
-    metrics: dict[str, Any]
-    already_finished: bool = False
 
 
 def with_defaults(config: Config) -> Config:
@@ -50,13 +40,19 @@ def with_defaults(config: Config) -> Config:
     return config.model_copy(update={"pretrain": config.pretrain or Pretrain()})
 
 
-def run_kind(run_dir: Path) -> str:
-    """`pretrain` or `finetune`, as the run's env.json says (finetune runs carry no kind)."""
-    try:
-        environment = json.loads((run_dir / rundir.ENV).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "unknown"
-    return str(environment.get("kind", "finetune")) if isinstance(environment, dict) else "unknown"
+def _check_kind(run_dir: Path, where: str) -> None:
+    kind = rundir.run_kind(run_dir)
+    if kind != rundir.PRETRAIN:
+        raise UserError(
+            where,
+            f"{run_dir} is not a pretrain run (its env.json says {kind})",
+            "resume a finetune run with `transferctl finetune --resume`, or pass a new folder",
+        )
+
+
+KIND = lifecycle.Kind(
+    rundir.PRETRAIN, TRAINING, labels=False, check=_check_kind, complete=with_defaults
+)
 
 
 @worker.entry  # under TF_CONFIG: join the cluster; only the chief writes --run-dir
@@ -67,7 +63,7 @@ def pretrain(
     run_dir: Path | None = None,
     console: Console | None = None,
     unsafe: bool = False,
-) -> PretrainResult:
+) -> RunResult:
     """Pretrain the configured backbone as an autoencoder's encoder, into a new run directory.
 
     Args:
@@ -75,12 +71,8 @@ def pretrain(
         run_dir: a new or empty folder. Defaults to `output.runs_dir/<name>-<timestamp>`.
         unsafe: allow `.keras` weights that run code (Lambda layers).
     """
-    if run_dir is None:
-        rundir.check_writable(config.output.runs_dir)
-    else:
-        rundir.check_writable(run_dir, where="--run-dir")
-        rundir.check_available(run_dir)
-    return _train(with_defaults(config), None, run_dir, console, unsafe, resuming=False)
+    lifecycle.check_new(config, run_dir)
+    return _train(with_defaults(config), None, run_dir, console, unsafe)
 
 
 @worker.entry
@@ -92,7 +84,7 @@ def resume(
     force: bool = False,
     console: Console | None = None,
     unsafe: bool = False,
-) -> PretrainResult:
+) -> RunResult:
     """Continue an unfinished pretrain run where its last checkpoint left it.
 
     Args:
@@ -101,166 +93,85 @@ def resume(
             is refused (naming the changed keys) unless `force`, and then it is used.
         force: accept a changed config.
     """
-    from transferctl.stages.finetune import changed_keys
-    from transferctl.train import checkpoint
-
-    where = "--run-dir" if config is not None else "--resume"
-    run_dir = run_dir.resolve()
-    if not (run_dir / rundir.CONFIG).is_file():
-        raise UserError(
-            where, f"{run_dir} is not a transferctl run (no config.yaml)", "check the path"
-        )
-    kind = run_kind(run_dir)
-    if kind != KIND:
-        raise UserError(
-            where,
-            f"{run_dir} is not a pretrain run (its env.json says {kind})",
-            "resume a finetune run with `transferctl finetune --resume`, or pass a new folder",
-        )
-    state = checkpoint.load_state(run_dir / rundir.CHECKPOINTS)
-    if not checkpoint.is_finished(run_dir, state):
-        runlock.acquire(run_dir, where, TRAINING)  # one trainer at a time, then trust the files
-        rundir.remove_leftovers(run_dir)
-        state = checkpoint.load_state(run_dir / rundir.CHECKPOINTS)
-    finished = checkpoint.is_finished(run_dir, state)
-    replaced = force and config is not None and not finished
-    checkpoint.verify_run_files(
-        run_dir, None if finished else state, check_config=not replaced, check_labels=False
-    )
-    saved = load_config(run_dir / rundir.CONFIG)
-    wanted = with_defaults(config) if config is not None else None
-    changed = changed_keys(saved, wanted) if wanted is not None else []
-    if finished:
-        if changed:
-            raise UserError(
-                where,
-                f"{run_dir} holds a finished run whose config differs in {', '.join(changed)}; "
-                "runs are never overwritten",
-                "pass a new or empty --run-dir, or drop it to create a new run",
-            )
-        metrics = json.loads((run_dir / rundir.METRICS).read_text(encoding="utf-8"))
-        return PretrainResult(run_dir, metrics, already_finished=True)
-    if changed and not force:
-        raise UserError(
-            where,
-            f"the config differs from the run's own in {', '.join(changed)}",
-            "resume without a config to keep the run's, or pass --force to use the new one",
-        )
-    chosen = wanted if wanted is not None and force else with_defaults(saved)
-    checkpoint.record_config(run_dir, dump_config(chosen), state)
-    if console is not None:
-        where_now = "the start"
-        if state is not None and state.weights is not None:
-            where_now = f"epoch {state.epochs_done + 1}"
-            if state.steps_done:
-                where_now += f", step {state.steps_done + 1}"
-        console.print(f"resuming {run_dir} at {where_now}", highlight=False)
-    return _train(chosen, state, run_dir, console, unsafe, resuming=True)
+    opened = lifecycle.reopen(run_dir, config, force, console, KIND)
+    if isinstance(opened, RunResult):
+        return opened
+    return _train(opened.config, opened.state, opened.run_dir, console, unsafe)
 
 
 def _train(
     config: Config,
-    state: Any,
+    state: TrainState | None,
     run_dir: Path | None,
     console: Console | None,
     unsafe: bool,
-    *,
-    resuming: bool,
-) -> PretrainResult:
-    """Everything that builds variables or runs a model, under the distribution's one scope."""
-    spread = distribution.setup(config.runtime, config.data.batch_size)  # before TF's devices
-    with spread.scope():
-        return _train_in_scope(config, state, run_dir, console, unsafe, resuming, spread)
+) -> RunResult:
+    return lifecycle.in_scope(
+        config, lambda spread: _train_in_scope(config, state, run_dir, console, unsafe, spread)
+    )
 
 
 def _train_in_scope(
     config: Config,
-    state: Any,
+    state: TrainState | None,
     run_dir: Path | None,
     console: Console | None,
     unsafe: bool,
-    resuming: bool,
     spread: distribution.Distribution,
-) -> PretrainResult:
+) -> RunResult:
     from transferctl.model.autoencoder import build_autoencoder, encoder_model
-    from transferctl.stages.finetune import check_disk_space, environment
     from transferctl.train.autoencoder import train_autoencoder
 
     assert config.pretrain is not None, "with_defaults() first"
-    on = runtime.prepare(
-        config.train.mixed_precision, config.seed, deterministic=config.train.deterministic
-    )
-
+    on = lifecycle.prepare(config, state, run_dir, spread)
     data = load_data(config.data, config.seed, unlabelled=True, replicas=spread.replicas)
-    spec = backbones.get(config.model.backbone)
-    # starting weights only when there is no checkpoint yet (as finetune)
     has_checkpoint = state is not None and state.weights is not None
-    if has_checkpoint and run_dir is not None:
-        distribution.check_resume(run_dir / rundir.ENV, spread)
     model, backbone = build_autoencoder(
-        spec,
+        backbones.get(config.model.backbone),
         config.image_size,
-        "none" if has_checkpoint else config.model.weights,
+        "none" if has_checkpoint else config.model.weights,  # starting weights: as finetune
         config.pretrain,
         seed=config.seed,
         safe_mode=not unsafe,
     )
-    if resuming:
-        assert run_dir is not None
-        path = run_dir
-    else:
-        target = config.output.runs_dir if run_dir is None else run_dir
-        check_disk_space(target, model.count_params(), "--run-dir" if run_dir else None)
-        path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
-        rundir.write_text(path / rundir.CONFIG, dump_config(config))
-        rundir.write_json(path / rundir.ENV, {"kind": KIND, **environment(on, config, spread)})
-        if data.bad_files:
-            rundir.write_text(
-                path / rundir.BAD_FILES, "".join(f"{f}\t{why}\n" for f, why in data.bad_files)
-            )
+    parameters = model.count_params()
+    path = lifecycle.open_directory(
+        config, state, run_dir, KIND, parameters, data.bad_files, on, spread
+    )
     if console is not None:
-        console.print(
-            f"run directory [bold]{path}[/]\npretrain {spec.name} at {config.image_size[0]}x"
-            f"{config.image_size[1]} as an autoencoder's encoder, weights "
-            f"{config.model.weights}; train {data.count('train')}, val {data.count('val')}, "
-            f"test {data.count('test')} images (labels ignored); {on.describe()}"
-            + (f"; {spread.describe()}" if spread.distributed else "")
-            + (f"; skipped {len(data.bad_files)} unusable file(s)" if data.bad_files else ""),
-            highlight=False,
-        )
-    try:
+        console.print(_header(path, config, data, on, spread), highlight=False)
+    rate = spread.scale_rate(config.pretrain.learning_rate)  # runtime.lr_scaling
+    with lifecycle.interrupted(path, KIND):
         result = train_autoencoder(
             model,
             backbone,
             data,
             config.model,
-            config.pretrain.model_copy(  # runtime.lr_scaling
-                update={"learning_rate": spread.scale_rate(config.pretrain.learning_rate)}
-            ),
+            config.pretrain.model_copy(update={"learning_rate": rate}),
             config.train,
             path,
             console,
             resume=state,
         )
-    except KeyboardInterrupt:
-        raise Interrupted(path, "pretrain") from None
-
-    with rundir.atomic_path(path / rundir.MODEL, suffix=".keras") as temporary:
-        encoder_model(model).save(str(temporary))
-    metrics: dict[str, Any] = {"kind": KIND, "objective": config.pretrain.objective}
+    lifecycle.save_model(path, encoder_model(model))
+    metrics: dict[str, Any] = {"kind": KIND.name, "objective": config.pretrain.objective}
     metrics.update(final_metrics(model, data))
-    metrics["training"] = {
-        "epochs": len(result.history),
-        "seconds_this_session": round(result.seconds, 2),
-        "phases": result.phases,
-    }
-    rundir.write_json(path / rundir.METRICS, metrics)
     _write_reconstructions(path, model, data, config, console)
-    from transferctl.rundir.curves import write_run_curves
+    return lifecycle.finish(path, metrics, result, console)
 
-    write_run_curves(path, console)  # a failure to draw only warns
-    _mark_finished(path)
-    return PretrainResult(run_dir=path, metrics=metrics)
+
+def _header(
+    path: Path, config: Config, data: DataBundle, on: Any, spread: distribution.Distribution
+) -> str:
+    return (
+        f"run directory [bold]{path}[/]\npretrain {backbones.get(config.model.backbone).name} "
+        f"at {config.image_size[0]}x{config.image_size[1]} as an autoencoder's encoder, "
+        f"weights {config.model.weights}; train {data.count('train')}, val "
+        f"{data.count('val')}, test {data.count('test')} images (labels ignored); "
+        f"{on.describe()}"
+        + (f"; {spread.describe()}" if spread.distributed else "")
+        + (f"; skipped {len(data.bad_files)} unusable file(s)" if data.bad_files else "")
+    )
 
 
 def final_metrics(model: Any, data: DataBundle) -> dict[str, Any]:
@@ -268,15 +179,7 @@ def final_metrics(model: Any, data: DataBundle) -> dict[str, Any]:
     of the final autoencoder on val and test, inference mode (no noise)."""
     from transferctl.model.autoencoder import as_reconstruction
 
-    metrics: dict[str, Any] = {}
-    for split in ("val", "test"):
-        if data.has(split):
-            scores = model.evaluate(
-                as_reconstruction(data.plain(split)), verbose=0, return_dict=True
-            )
-            metrics[split] = {name: float(value) for name, value in scores.items()}
-            metrics[split]["num_examples"] = data.count(split)
-    return metrics
+    return lifecycle.held_out_scores(model, data, as_reconstruction)
 
 
 def _write_reconstructions(
@@ -288,7 +191,7 @@ def _write_reconstructions(
 
     assert config.pretrain is not None
     split = "val" if data.has("val") else "train"
-    target = path / RECONSTRUCTIONS
+    target = path / rundir.RECONSTRUCTIONS
     try:
         inputs, noisy, outputs = sample_reconstructions(
             model, data.plain(split), SHOWN_IMAGES, config.pretrain.noise, config.seed
@@ -301,11 +204,3 @@ def _write_reconstructions(
         line = f"could not draw {target} ({type(error).__name__}: {error}); the run is complete"
         if console is not None:
             console.print(f"[yellow]warning[/]: {line}", highlight=False)
-
-
-def _mark_finished(path: Path) -> None:
-    from transferctl.train import checkpoint
-
-    state = checkpoint.load_state(path / rundir.CHECKPOINTS) or checkpoint.TrainState()
-    state.finished = True
-    checkpoint.commit(path / rundir.CHECKPOINTS, state)

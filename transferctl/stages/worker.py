@@ -1,5 +1,5 @@
 """This process as one worker of a multi-worker run: where it writes, and what it does when a
-peer fails. `entry` wraps `pipeline.finetune` and `pipeline.resume`.
+peer fails. `entry` wraps the training stages' entries (`finetune`, `pretrain`, their `resume`).
 
 Without multi-worker training (no TF_CONFIG; `runtime.distribution` none or mirrored; auto with a
 one-worker TF_CONFIG) they run unchanged. Under it, on every worker:

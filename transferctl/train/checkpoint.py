@@ -27,7 +27,6 @@ from transferctl import files
 from transferctl.errors import UserError
 from transferctl.rundir import layout as rundir
 
-STATE = "state.json"
 STATE_MAX_BYTES = 64 * 2**20
 
 
@@ -67,7 +66,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 def load_state(folder: Path) -> TrainState | None:
     """The committed state, None when there is none yet; a damaged file is a `UserError`."""
     wait()
-    path = folder / STATE
+    path = folder / rundir.STATE
     if not path.exists() and not path.is_symlink():
         return None
     try:
@@ -94,8 +93,9 @@ def load_state(folder: Path) -> TrainState | None:
 
 
 def is_finished(run_dir: Path, state: TrainState | None) -> bool:
-    """Whether the run finished: its state says so and model.keras is there."""
-    return state is not None and state.finished and (run_dir / rundir.MODEL).is_file()
+    """Whether the run finished (`rundir.is_finished`, the one definition), for a caller that
+    holds its loaded `state`: a state that is not finished settles it without reading a file."""
+    return state is not None and state.finished and rundir.is_finished(run_dir)
 
 
 def damaged_state(path: Path, reason: str) -> UserError:
@@ -264,8 +264,8 @@ def commit(folder: Path, state: TrainState) -> None:
 
 def _commit(folder: Path, state: TrainState) -> None:
     state.checksums = _checksums(folder, state)
-    rundir.write_text(folder / STATE, json.dumps(asdict(state), indent=2) + "\n")
-    keep = {state.weights, state.best_weights, STATE}
+    rundir.write_text(folder / rundir.STATE, json.dumps(asdict(state), indent=2) + "\n")
+    keep = {state.weights, state.best_weights, rundir.STATE}
     for path in folder.glob("epoch-*.weights.h5"):
         if path.name not in keep:
             path.unlink(missing_ok=True)

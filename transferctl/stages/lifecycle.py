@@ -1,0 +1,327 @@
+"""The life of a run directory, the same for every stage that trains one (finetune, pretrain, and
+any later one): opening it, training under the distribution's scope, finishing it.
+
+Opening is either a new run (`check_new` before any work, then `open_directory`: disk space,
+`output.runs_dir/<name>-<UTC time>` or `--run-dir`, config.yaml, env.json with the run's kind,
+bad_files.txt) or the resume of an unfinished one (`reopen`: a run of the stage's kind, one
+trainer at a time (the run lock), leftovers of a killed writer removed, checksums verified, a
+finished run left as it is, a changed config refused without `--force`). Finishing (`finish`)
+writes metrics.json and curves.png and marks the run finished: from then on it is never
+trained again.
+
+A stage describes its runs once (`Kind`) and trains like this (`stages/finetune.py`):
+
+    def _train(config, state, run_dir, console):
+        return lifecycle.in_scope(config, lambda spread: _body(...))
+
+    def _body(config, state, run_dir, console, spread):
+        on = lifecycle.prepare(config, state, run_dir, spread)
+        data, model = ...
+        path = lifecycle.open_directory(config, state, run_dir, KIND, model.count_params(),
+                                        data.bad_files, on, spread)
+        with lifecycle.interrupted(path, KIND):
+            result = ...train...
+        lifecycle.save_model(path, model)
+        return lifecycle.finish(path, metrics, result, console)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from transferctl import runtime
+from transferctl.config.loader import dump_config, flatten, load_config
+from transferctl.config.schema import Config
+from transferctl.data import DataBundle
+from transferctl.distribute import strategy as distribution
+from transferctl.errors import Interrupted, UserError
+from transferctl.labels import HELD_OUT
+from transferctl.rundir import layout as rundir
+from transferctl.rundir import lock as runlock
+from transferctl.train import checkpoint
+from transferctl.train.checkpoint import TrainState
+from transferctl.train.driver import TrainResult
+
+R = TypeVar("R")
+
+
+@dataclass
+class RunResult:
+    """A trained run: its directory and metrics.json; `already_finished` when resuming it found
+    it finished (nothing trained)."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    already_finished: bool = False
+
+
+def _as_is(config: Config) -> Config:
+    return config
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a stage's runs are, for the lifecycle."""
+
+    name: str  # rundir.FINETUNE | rundir.PRETRAIN: env.json's `kind`, the command that resumes
+    activity: str  # what the run lock says holds the run ("a finetune is training it")
+    labels: bool  # the run has labels.txt (a resume verifies it)
+    check: Callable[[Path, str], None]  # refuse a run of another kind (a UserError at `where`)
+    complete: Callable[[Config], Config] = _as_is  # the config with the stage's defaults filled
+    # the option a refused config change names; None: the one that named the run
+    config_option: str | None = None
+
+
+@dataclass
+class Reopened:
+    """An unfinished run to train on: its directory, the config to train with, its state."""
+
+    run_dir: Path
+    config: Config
+    state: TrainState | None
+
+
+def check_new(config: Config, run_dir: Path | None) -> None:
+    """Before any work on a new run: its folder can be written, and `--run-dir` is new or empty."""
+    if run_dir is None:
+        rundir.check_writable(config.output.runs_dir)
+    else:
+        rundir.check_writable(run_dir, where="--run-dir")
+        rundir.check_available(run_dir)
+
+
+def reopen(
+    run_dir: Path, config: Config | None, force: bool, console: Console | None, kind: Kind
+) -> Reopened | RunResult:
+    """An unfinished run, locked and verified, to go on training; or, for a finished one, its
+    result (nothing is trained again).
+
+    Args:
+        config: the config the caller asks for; when it differs from the run's own, resuming is
+            refused (naming the changed keys) unless `force`, and then it is used.
+    """
+    run_dir = run_dir.resolve()
+    where = "--run-dir" if config is not None else "--resume"
+    if not (run_dir / rundir.CONFIG).is_file() and not (run_dir / rundir.CHECKPOINTS).is_dir():
+        raise UserError(
+            "--resume", f"{run_dir} is not a transferctl run (no config.yaml)", "check the path"
+        )
+    kind.check(run_dir, where)
+    state = _locked_state(run_dir, where, kind)
+    finished = checkpoint.is_finished(run_dir, state)
+    replaced = force and config is not None and not finished  # config.yaml is rewritten
+    checkpoint.verify_run_files(
+        run_dir, None if finished else state, check_config=not replaced, check_labels=kind.labels
+    )
+    wanted = kind.complete(config) if config is not None else None
+    if replaced and wanted is not None:
+        saved = wanted
+    else:
+        saved = kind.complete(load_config(run_dir / rundir.CONFIG))
+    changed = changed_keys(saved, wanted) if wanted is not None else []
+    if finished:
+        if changed:
+            raise UserError(
+                where,
+                f"{run_dir} holds a finished run whose config differs in {', '.join(changed)}; "
+                "runs are never overwritten",
+                "pass a new or empty --run-dir, or drop it to create a new run",
+            )
+        return RunResult(run_dir, _read_json(run_dir / rundir.METRICS), already_finished=True)
+    if changed and not force:
+        raise UserError(
+            kind.config_option or where,
+            f"the config differs from the run's own in {', '.join(changed)}",
+            "resume without a config to keep the run's, or pass --force to use the new one",
+        )
+    chosen = wanted if wanted is not None and force else saved
+    checkpoint.record_config(run_dir, dump_config(chosen), state)
+    if console is not None:
+        console.print(f"resuming {run_dir} at {_resume_point(state)}", highlight=False)
+    return Reopened(run_dir, chosen, state)
+
+
+def _locked_state(run_dir: Path, where: str, kind: Kind) -> TrainState | None:
+    """The run's committed state; for an unfinished run, as of taking its lock (one trainer at
+    a time) and removing what a killed writer left, before anything of it is trusted."""
+    state = checkpoint.load_state(run_dir / rundir.CHECKPOINTS)
+    if not checkpoint.is_finished(run_dir, state):
+        runlock.acquire(run_dir, where, kind.activity)
+        rundir.remove_leftovers(run_dir)
+        state = checkpoint.load_state(run_dir / rundir.CHECKPOINTS)
+    return state
+
+
+def _resume_point(state: TrainState | None) -> str:
+    if state is None or state.weights is None:
+        return "the start"
+    point = f"epoch {state.epochs_done + 1}"
+    return point + (f", step {state.steps_done + 1}" if state.steps_done else "")
+
+
+def changed_keys(before: Config, after: Config) -> list[str]:
+    """Dotted keys whose values differ, ignoring where runs are written."""
+    old, new = flatten(before.model_dump(mode="json")), flatten(after.model_dump(mode="json"))
+    ignored = ("output.", "name")
+    return sorted(
+        key
+        for key in set(old) | set(new)
+        if old.get(key) != new.get(key) and not key.startswith(ignored)
+    )
+
+
+def in_scope(config: Config, body: Callable[[distribution.Distribution], R]) -> R:
+    """`body(spread)`: everything that builds variables or runs a model, under the
+    distribution's one scope (set up before TensorFlow's devices)."""
+    spread = distribution.setup(config.runtime, config.data.batch_size)
+    with spread.scope():
+        return body(spread)
+
+
+def prepare(
+    config: Config, state: TrainState | None, run_dir: Path | None, spread: Any
+) -> runtime.Device:
+    """The precision policy, the seed and determinism; a resumed run keeps its global batch."""
+    on = runtime.prepare(
+        config.train.mixed_precision, config.seed, deterministic=config.train.deterministic
+    )
+    if state is not None and state.weights is not None and run_dir is not None:
+        distribution.check_resume(run_dir / rundir.ENV, spread)
+    return on
+
+
+def open_directory(
+    config: Config,
+    state: TrainState | None,
+    run_dir: Path | None,
+    kind: Kind,
+    parameters: int,
+    bad_files: list[tuple[str, str]],
+    on: runtime.Device,
+    spread: distribution.Distribution,
+) -> Path:
+    """The run directory to train in: a resumed run's own; else a new one (or an unfinished
+    one that has no checkpoint yet: started again) with its config.yaml, env.json and
+    bad_files.txt, once the disk has room for `parameters`."""
+    if state is not None:
+        assert run_dir is not None
+        return run_dir
+    target = config.output.runs_dir if run_dir is None else run_dir
+    check_disk_space(target, parameters, "--run-dir" if run_dir else None)
+    if run_dir is not None and (run_dir / rundir.CONFIG).is_file():
+        path = run_dir.resolve()  # resumed before its first checkpoint: start it again
+    else:
+        path = rundir.create(config.output.runs_dir, config.name or "run", run_dir)
+    rundir.write_text(path / rundir.CONFIG, dump_config(config))
+    rundir.write_json(path / rundir.ENV, environment(on, config, spread, kind.name))
+    if bad_files:
+        listed = "".join(f"{file}\t{why}\n" for file, why in bad_files)
+        rundir.write_text(path / rundir.BAD_FILES, listed)
+    return path
+
+
+def check_disk_space(target: Path, parameters: int, where: str | None = None) -> None:
+    """A run keeps the model and up to three checkpoints (weights + optimizer slots).
+
+    Args:
+        where: the option that named `target`. Defaults to `output.runs_dir`.
+    """
+    where = where or "output.runs_dir"
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    needed = parameters * 4 * 10 + 50 * 2**20
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise UserError(
+            where,
+            f"only {free / 2**20:.0f} MiB free on {probe}; this run needs about "
+            f"{needed / 2**20:.0f} MiB",
+            f"free some space or point {where} elsewhere",
+        )
+
+
+def environment(
+    on: runtime.Device, config: Config, spread: distribution.Distribution, kind: str
+) -> dict[str, Any]:
+    """env.json: the run's kind (`rundir.KINDS`), versions, device, distribution, and more."""
+    tf = runtime.tf()
+    return {
+        "kind": kind,
+        **runtime.versions(),
+        "device": {"kind": on.kind, "names": list(on.names)},
+        "distribution": spread.record(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "precision_policy": runtime.keras().mixed_precision.global_policy().name,
+        "seed": config.seed,
+        "deterministic": config.train.deterministic,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "tf_build": {k: str(v) for k, v in tf.sysconfig.get_build_info().items()},
+        "command_line": sys.argv,
+        "cwd": str(Path.cwd()),
+    }
+
+
+@contextlib.contextmanager
+def interrupted(path: Path, kind: Kind) -> Iterator[None]:
+    """A Ctrl-C in the block as `Interrupted`: exit 130, naming the command that resumes."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(path, kind.name) from None
+
+
+def save_model(path: Path, model: Any) -> None:
+    """model.keras, written atomically."""
+    with rundir.atomic_path(path / rundir.MODEL, suffix=".keras") as temporary:
+        model.save(str(temporary))
+
+
+def held_out_scores(
+    model: Any, data: DataBundle, batches: Callable[[Any], Any] = _as_is
+) -> dict[str, Any]:
+    """The final model's scores on val and test (those the data has), inference mode, each
+    with `num_examples`; `batches` turns a split's (images, labels) into what `model` scores."""
+    metrics: dict[str, Any] = {}
+    for split in HELD_OUT:
+        if data.has(split):
+            scores = model.evaluate(batches(data.plain(split)), verbose=0, return_dict=True)
+            metrics[split] = {name: float(value) for name, value in scores.items()}
+            metrics[split]["num_examples"] = data.count(split)
+    return metrics
+
+
+def finish(
+    path: Path, metrics: dict[str, Any], result: TrainResult, console: Console | None
+) -> RunResult:
+    """metrics.json (with what training did this session), curves.png, then the run marked
+    finished: the last step, so that a kill before it leaves a run that resumes."""
+    metrics["training"] = {
+        "epochs": len(result.history),
+        "seconds_this_session": round(result.seconds, 2),
+        "phases": result.phases,
+    }
+    rundir.write_json(path / rundir.METRICS, metrics)
+    from transferctl.rundir.curves import write_run_curves
+
+    write_run_curves(path, console)  # a failure to draw only warns
+    state = checkpoint.load_state(path / rundir.CHECKPOINTS) or TrainState()
+    state.finished = True
+    checkpoint.commit(path / rundir.CHECKPOINTS, state)
+    return RunResult(run_dir=path, metrics=metrics)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
