@@ -17,14 +17,11 @@ from rich.console import Console
 
 from transferctl import runtime
 from transferctl.config import backbones
-from transferctl.config.schema import Config
 from transferctl.data import DataBundle, load_data
-from transferctl.distribute import strategy as distribution
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
-from transferctl.stages import lifecycle, worker
+from transferctl.stages import lifecycle
 from transferctl.stages.lifecycle import RunResult
-from transferctl.train.checkpoint import TrainState
 
 
 def _check_kind(run_dir: Path, where: str) -> None:
@@ -39,137 +36,84 @@ def _check_kind(run_dir: Path, where: str) -> None:
         )
 
 
-KIND = lifecycle.Kind(
-    rundir.FINETUNE, runlock.TRAINING, labels=True, check=_check_kind, config_option="--resume"
-)
-
-
-@worker.entry  # under TF_CONFIG: join the cluster, write where this worker should
-@runlock.releases_locks
-def finetune(
-    config: Config,
-    *,
-    run_dir: Path | None = None,
-    console: Console | None = None,
-    unsafe: bool = False,
-) -> RunResult:
-    """Train `config` (resolved) into a new run directory and leave it complete.
-
-    Example:
-        config = load_config("configs/demo.yaml")
-        result = finetune(config)
-        print(result.run_dir, result.metrics["val"]["accuracy"])
-    """
-    lifecycle.check_new(config, run_dir)
-    return _train(config, None, run_dir, console, unsafe)
-
-
-@worker.entry
-@runlock.releases_locks
-def resume(
-    run_dir: Path,
-    *,
-    config: Config | None = None,
-    force: bool = False,
-    console: Console | None = None,
-    unsafe: bool = False,
-) -> RunResult:
-    """Continue an unfinished run where its last checkpoint left it.
-
-    Args:
-        run_dir: a run directory that `finetune` started.
-        config: the config the caller asks for; when it differs from the run's own, resuming is
-            refused (naming the changed keys) unless `force`, and then it is used.
-        force: accept a changed config.
-    """
-    opened = lifecycle.reopen(run_dir, config, force, console, KIND)
-    if isinstance(opened, RunResult):
-        return opened
-    return _train(opened.config, opened.state, opened.run_dir, console, unsafe)
-
-
-def _train(
-    config: Config,
-    state: TrainState | None,
-    run_dir: Path | None,
-    console: Console | None,
-    unsafe: bool,
-) -> RunResult:
-    return lifecycle.in_scope(
-        config, lambda spread: _train_in_scope(config, state, run_dir, console, unsafe, spread)
-    )
-
-
-def _train_in_scope(
-    config: Config,
-    state: TrainState | None,
-    run_dir: Path | None,
-    console: Console | None,
-    unsafe: bool,
-    spread: distribution.Distribution,
-) -> RunResult:
+def _train(opening: lifecycle.Opening) -> RunResult:
+    """Finetune's part of training a run: data, classifier (and teacher), phases, metrics."""
     from transferctl.model.preprocess import without_legacy_layer
     from transferctl.train import distill
     from transferctl.train.loop import train
 
-    on = lifecycle.prepare(config, state, run_dir, spread)
-    data = load_data(config.data, config.seed, replicas=spread.replicas)
-    model, backbone = _build(config, state, run_dir, data, unsafe)
+    config, state = opening.config, opening.state
+    on = opening.prepare()
+    data = load_data(config.data, config.seed, replicas=opening.spread.replicas)
+    model, backbone = _build(opening, data)
     teacher = None
     if config.distill is not None:  # before the run directory: a wrong teacher leaves none
         teacher = distill.load_teacher(config.distill, data.class_names)
-    parameters = model.count_params()
-    path = lifecycle.open_directory(
-        config, state, run_dir, KIND, parameters, data.bad_files, on, spread
-    )
+    path = opening.directory(model.count_params(), data.bad_files, on)
     if state is None:
-        _write_run_files(path, data, console)
-    _announce(console, path, config, data, on, spread, teacher)
+        _write_run_files(path, data, opening.console)
+    _announce(opening, path, data, on, teacher)
     class_weight = data.class_weights() if config.train.class_weight == "balanced" else None
-    with lifecycle.interrupted(path, KIND):
+    with opening.interrupted(path):
         result = train(
             model,
             backbone,
             data,
             config.model,
-            spread.scaled_train(config.train),  # runtime.lr_scaling
+            opening.spread.scaled_train(config.train),  # runtime.lr_scaling
             path,
-            console,
+            opening.console,
             resume=state,
             class_weight=class_weight,
             teacher=teacher,
         )
     model = without_legacy_layer(model)  # a resumed 0.1 run too ends with a portable model
-    lifecycle.save_model(path, model)
+    opening.save_model(path, model)
     metrics = final_metrics(model, data)
     probes = [phase["linear_probe"] for phase in result.phases if "linear_probe" in phase]
     if probes:
         metrics["linear_probe"] = probes[0]  # the first frozen backbone's features
     if teacher is not None and (taught := distill.teacher_metrics(teacher, data)):
         metrics["teacher"] = taught  # the teacher on the same splits
-    return lifecycle.finish(path, metrics, result, console)
+    return opening.finish(path, metrics, result)
 
 
-def _build(
-    config: Config, state: TrainState | None, run_dir: Path | None, data: DataBundle, unsafe: bool
-) -> tuple[Any, Any]:
+STAGE = lifecycle.Stage(
+    rundir.FINETUNE,
+    runlock.TRAINING,
+    labels=True,
+    check=_check_kind,
+    train=_train,
+    config_option="--resume",
+)
+finetune = STAGE.start
+"""Train `config` (resolved) into a new run directory and leave it complete.
+
+Example:
+    config = load_config("configs/demo.yaml")
+    result = finetune(config)
+    print(result.run_dir, result.metrics["val"]["accuracy"])
+"""
+resume = STAGE.resume  # continue an unfinished finetune run: resume(run_dir)
+
+
+def _build(opening: lifecycle.Opening, data: DataBundle) -> tuple[Any, Any]:
     """The classifier and its backbone; pretrained weights only when there is no checkpoint yet
     (TF Model Garden's rule). Every freeze spec is checked against the backbone's layers."""
     from transferctl.model.classifier import build_classifier
     from transferctl.model.freezing import check_freezes
     from transferctl.model.preprocess import is_legacy_checkpoint
 
-    has_checkpoint = legacy = False
-    if state is not None and state.weights is not None:
-        has_checkpoint = True
-        legacy = is_legacy_checkpoint((run_dir or Path()) / rundir.CHECKPOINTS / state.weights)
+    config, state, legacy = opening.config, opening.state, False
+    if state is not None and state.weights is not None and opening.run_dir is not None:
+        legacy = is_legacy_checkpoint(opening.run_dir / rundir.CHECKPOINTS / state.weights)
     model, backbone = build_classifier(
         backbones.get(config.model.backbone),
         config.image_size,
-        "none" if has_checkpoint else config.model.weights,
+        "none" if opening.has_checkpoint else config.model.weights,
         config.model.head,
         data.num_classes,
-        safe_mode=not unsafe,
+        safe_mode=not opening.unsafe,
         legacy=legacy,
     )
     check_freezes(backbone, config.model.freeze, [phase.freeze for phase in config.train.phases])
@@ -177,14 +121,9 @@ def _build(
 
 
 def _announce(
-    console: Console | None,
-    path: Path,
-    config: Config,
-    data: DataBundle,
-    on: runtime.Device,
-    spread: distribution.Distribution,
-    teacher: Any,
+    opening: lifecycle.Opening, path: Path, data: DataBundle, on: runtime.Device, teacher: Any
 ) -> None:
+    console, config, spread = opening.console, opening.config, opening.spread
     if console is None:
         return
     spec = backbones.get(config.model.backbone)

@@ -26,10 +26,8 @@ from transferctl.data import DataBundle, load_data
 from transferctl.distribute import strategy as distribution
 from transferctl.errors import UserError
 from transferctl.rundir import layout as rundir
-from transferctl.rundir import lock as runlock
-from transferctl.stages import lifecycle, worker
+from transferctl.stages import lifecycle
 from transferctl.stages.lifecycle import RunResult
-from transferctl.train.checkpoint import TrainState
 
 SHOWN_IMAGES = 8
 TRAINING = "a pretrain is training it"
@@ -50,98 +48,28 @@ def _check_kind(run_dir: Path, where: str) -> None:
         )
 
 
-KIND = lifecycle.Kind(
-    rundir.PRETRAIN, TRAINING, labels=False, check=_check_kind, complete=with_defaults
-)
-
-
-@worker.entry  # under TF_CONFIG: join the cluster; only the chief writes --run-dir
-@runlock.releases_locks
-def pretrain(
-    config: Config,
-    *,
-    run_dir: Path | None = None,
-    console: Console | None = None,
-    unsafe: bool = False,
-) -> RunResult:
-    """Pretrain the configured backbone as an autoencoder's encoder, into a new run directory.
-
-    Args:
-        config: resolved (`load_config`); a null `pretrain` section means its defaults.
-        run_dir: a new or empty folder. Defaults to `output.runs_dir/<name>-<timestamp>`.
-        unsafe: allow `.keras` weights that run code (Lambda layers).
-    """
-    lifecycle.check_new(config, run_dir)
-    return _train(with_defaults(config), None, run_dir, console, unsafe)
-
-
-@worker.entry
-@runlock.releases_locks
-def resume(
-    run_dir: Path,
-    *,
-    config: Config | None = None,
-    force: bool = False,
-    console: Console | None = None,
-    unsafe: bool = False,
-) -> RunResult:
-    """Continue an unfinished pretrain run where its last checkpoint left it.
-
-    Args:
-        run_dir: a run directory that `pretrain` started.
-        config: the config the caller asks for; when it differs from the run's own, resuming
-            is refused (naming the changed keys) unless `force`, and then it is used.
-        force: accept a changed config.
-    """
-    opened = lifecycle.reopen(run_dir, config, force, console, KIND)
-    if isinstance(opened, RunResult):
-        return opened
-    return _train(opened.config, opened.state, opened.run_dir, console, unsafe)
-
-
-def _train(
-    config: Config,
-    state: TrainState | None,
-    run_dir: Path | None,
-    console: Console | None,
-    unsafe: bool,
-) -> RunResult:
-    return lifecycle.in_scope(
-        config, lambda spread: _train_in_scope(config, state, run_dir, console, unsafe, spread)
-    )
-
-
-def _train_in_scope(
-    config: Config,
-    state: TrainState | None,
-    run_dir: Path | None,
-    console: Console | None,
-    unsafe: bool,
-    spread: distribution.Distribution,
-) -> RunResult:
+def _train(opening: lifecycle.Opening) -> RunResult:
+    """Pretrain's part of training a run: unlabelled data, autoencoder, epochs, metrics."""
     from transferctl.model.autoencoder import build_autoencoder, encoder_model
     from transferctl.train.autoencoder import train_autoencoder
 
+    config, spread = opening.config, opening.spread
     assert config.pretrain is not None, "with_defaults() first"
-    on = lifecycle.prepare(config, state, run_dir, spread)
+    on = opening.prepare()
     data = load_data(config.data, config.seed, unlabelled=True, replicas=spread.replicas)
-    has_checkpoint = state is not None and state.weights is not None
     model, backbone = build_autoencoder(
         backbones.get(config.model.backbone),
         config.image_size,
-        "none" if has_checkpoint else config.model.weights,  # starting weights: as finetune
+        "none" if opening.has_checkpoint else config.model.weights,  # as finetune
         config.pretrain,
         seed=config.seed,
-        safe_mode=not unsafe,
+        safe_mode=not opening.unsafe,
     )
-    parameters = model.count_params()
-    path = lifecycle.open_directory(
-        config, state, run_dir, KIND, parameters, data.bad_files, on, spread
-    )
-    if console is not None:
-        console.print(_header(path, config, data, on, spread), highlight=False)
+    path = opening.directory(model.count_params(), data.bad_files, on)
+    if opening.console is not None:
+        opening.console.print(_header(path, config, data, on, spread), highlight=False)
     rate = spread.scale_rate(config.pretrain.learning_rate)  # runtime.lr_scaling
-    with lifecycle.interrupted(path, KIND):
+    with opening.interrupted(path):
         result = train_autoencoder(
             model,
             backbone,
@@ -150,14 +78,23 @@ def _train_in_scope(
             config.pretrain.model_copy(update={"learning_rate": rate}),
             config.train,
             path,
-            console,
-            resume=state,
+            opening.console,
+            resume=opening.state,
         )
-    lifecycle.save_model(path, encoder_model(model))
-    metrics: dict[str, Any] = {"kind": KIND.name, "objective": config.pretrain.objective}
+    opening.save_model(path, encoder_model(model))
+    metrics: dict[str, Any] = {"kind": rundir.PRETRAIN, "objective": config.pretrain.objective}
     metrics.update(final_metrics(model, data))
-    _write_reconstructions(path, model, data, config, console)
-    return lifecycle.finish(path, metrics, result, console)
+    _write_reconstructions(path, model, data, config, opening.console)
+    return opening.finish(path, metrics, result)
+
+
+STAGE = lifecycle.Stage(
+    rundir.PRETRAIN, TRAINING, labels=False, check=_check_kind, train=_train, complete=with_defaults
+)
+pretrain = STAGE.start
+"""Pretrain the configured backbone as an autoencoder's encoder, into a new run directory
+(`config`: resolved; a null `pretrain` section means its defaults)."""
+resume = STAGE.resume  # continue an unfinished pretrain run: resume(run_dir)
 
 
 def _header(

@@ -71,14 +71,8 @@ def train_autoencoder(
     compile_autoencoder(model, train_config, pretrain.learning_rate, steps * pretrain.epochs)
     model.optimizer.build(model.trainable_variables)
     resuming = state.weights is not None
-    span = driver.Span(
-        PHASE,
-        0,
-        pretrain.epochs,
-        pretrain.epochs,
-        "val_loss" if has_val else "loss",
-        checkpoint_every=train_config.checkpoint_every,
-    )
+    monitor, every = "val_loss" if has_val else "loss", train_config.checkpoint_every
+    span = driver.Span(PHASE, 0, pretrain.epochs, pretrain.epochs, monitor, None, every)
     epochs = driver.start(
         model,
         run_dir,
@@ -118,10 +112,8 @@ def _announce(
     if console is not None:
         console.print(
             f"{PHASE}: {pretrain.epochs} epoch(s) at learning rate {pretrain.learning_rate:g}, "
-            f"sparsity {pretrain.sparsity:g}, noise {pretrain.noise:g}; trainable parameters "
-            f"{report.trainable_params:,}"
-            + (" (BatchNorm trains)" if report.trainable_batchnorm_layers > 0 else "")
-            + (f"; resuming at epoch {state.epochs_done + 1}" if resuming else ""),
+            f"sparsity {pretrain.sparsity:g}, noise {pretrain.noise:g}; "
+            + driver.what_trains(report, state, resuming),
             highlight=False,
         )
 

@@ -37,6 +37,7 @@ from transferctl.model.batchnorm import (
     recompute_statistics,
     statistics_images,
 )
+from transferctl.model.freezing import FreezeReport
 from transferctl.rundir import layout as rundir
 from transferctl.runtime import speed
 from transferctl.train import callbacks as cb
@@ -188,6 +189,16 @@ def start(
     )
     span_epochs.batchnorm_trains(batchnorm_trains)
     return span_epochs
+
+
+def what_trains(report: FreezeReport, state: TrainState, resuming: bool) -> str:
+    """The end of a span's console line: its trainable parameters, and where a resumed span
+    goes on."""
+    return (
+        f"trainable parameters {report.trainable_params:,}"
+        + (" (BatchNorm trains)" if report.trainable_batchnorm_layers > 0 else "")
+        + (f"; resuming at epoch {state.epochs_done + 1}" if resuming else "")
+    )
 
 
 def _early_stopping(

@@ -246,10 +246,7 @@ def _announce(
     run.console.print(
         f"phase [bold]{phase.label}[/]: {phase.epochs} epoch(s) at learning rate "
         f"{phase.learning_rate:g}; backbone layers frozen {report.frozen_layers}, "
-        f"trainable {report.trainable_layers}; trainable parameters "
-        f"{report.trainable_params:,}"
-        + (" (BatchNorm trains)" if report.trainable_batchnorm_layers > 0 else "")
-        + (f"; resuming at epoch {state.epochs_done + 1}" if resuming else ""),
+        f"trainable {report.trainable_layers}; " + driver.what_trains(report, state, resuming),
         highlight=False,
     )
     if len(freezing.schedule) > 1 or factors:
