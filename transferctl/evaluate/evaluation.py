@@ -14,9 +14,17 @@ from typing import Any
 import numpy as np
 
 from transferctl.errors import UserError
-from transferctl.evaluate import metrics as scores
 from transferctl.evaluate import results
 from transferctl.evaluate import target as targets
+from transferctl.evaluate.metrics import (
+    DecodeFailed,
+    Progress,
+    collect_predictions,
+    compute_metrics,
+    most_confused,
+    most_confused_pairs,
+    top_losses,
+)
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.model_file import load_model_file
 from transferctl.rundir.reading import RunFiles, open_run, read_labels
@@ -51,9 +59,9 @@ class Evaluation:
     def most_confused(self, count: int = 5) -> list[tuple[str, str, int]]:
         """(true class, predicted class, images) for the most frequent mistakes."""
         if self.confusion is not None:
-            return scores.most_confused(self.confusion, self.class_names, count)
+            return most_confused(self.confusion, self.class_names, count)
         assert self.labels is not None and self.predicted is not None
-        return scores.most_confused_pairs(self.labels, self.predicted, self.class_names, count)
+        return most_confused_pairs(self.labels, self.predicted, self.class_names, count)
 
 
 def evaluate(
@@ -61,7 +69,7 @@ def evaluate(
     *,
     split: str | None = None,
     data: Path | None = None,
-    progress: scores.Progress | None = None,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Evaluate a finished run on held-out images; write `RUN_DIR/eval/<split>/`.
 
@@ -92,7 +100,7 @@ def evaluate(
     metrics = {
         "split": target.name,
         "data": str(target.data_path) if target.data_path is not None else None,
-        **scores.compute_metrics(labels, probabilities, class_names),
+        **compute_metrics(labels, probabilities, class_names),
     }
     output_dir = run.path / rundir.EVAL / target.name
     replaced = (output_dir / rundir.METRICS).exists()
@@ -109,7 +117,7 @@ def evaluate(
         confusion=confusion,
         replaced=replaced,
         notes=notes,
-        top_losses=scores.top_losses(identifiers, labels, probabilities, class_names),
+        top_losses=top_losses(identifiers, labels, probabilities, class_names),
         predicted=predicted,
         labels=labels,
     )
@@ -119,7 +127,7 @@ def _predict(
     run: RunFiles,
     target: targets.Target,
     class_names: list[str],
-    progress: scores.Progress | None,
+    progress: Progress | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The run's model over the target's images: true labels and probabilities."""
     import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess (0.1 runs)
@@ -127,6 +135,6 @@ def _predict(
     model = load_model_file(run.model, check_as=str(run.model))
     targets.check_model(model, run, target, class_names)
     try:
-        return scores.collect_predictions(model, target.dataset, len(target.examples), progress)
-    except scores.DecodeFailed as failure:
+        return collect_predictions(model, target.dataset, len(target.examples), progress)
+    except DecodeFailed as failure:
         raise targets.unreadable_file(target, failure.first_example) from None
