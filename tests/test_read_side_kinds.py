@@ -69,3 +69,18 @@ def test_export_refuses_a_pretrain_run(pretrain_run: Path) -> None:
     )
     assert stderr.rstrip().endswith("then export that run")
     assert not (pretrain_run / "export").exists()
+
+
+@pytest.mark.slow
+def test_a_pretrain_run_is_refused_as_a_distillation_teacher(
+    pretrain_run: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(output={"runs_dir": str(tmp_path / "runs")})
+    config["distill"] = {"teacher": str(pretrain_run)}
+    path = write_config(tmp_path / "student.yaml", config)
+    stderr = _refused(["validate", str(path)])
+    assert stderr.count("\n") == 1
+    assert stderr.startswith(
+        f"error: distill.teacher: {pretrain_run} is a pretrain run, not a finetune run"
+    )
+    assert not (tmp_path / "runs").exists()

@@ -15,6 +15,7 @@ description in the config reference (docs/config.md, rendered by `config/referen
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -42,6 +43,7 @@ from transferctl.config.sections import (
     Runtime,
 )
 from transferctl.config.training import DEFAULT_PHASES, EarlyStopping, Phase, Train, Unfreeze
+from transferctl.rundir import layout
 from transferctl.rundir.lookup import newest_finished_run
 
 __all__ = [
@@ -115,6 +117,9 @@ class Config(Section):
         distill = self.distill
         if distill is not None and distill.teacher.startswith(RUN_PREFIX):
             found = _named_run(self.output, distill.teacher, where="distill.teacher")
+            layout.require_kind(
+                Path(found), layout.FINETUNE, "distill.teacher", "name a run trained by finetune"
+            )
             distill = distill.model_copy(update={"teacher": found})
         if model.train_batchnorm is None:
             # From scratch, BatchNorm must learn its statistics; on pretrained weights the

@@ -282,6 +282,11 @@ class Distill(Section):
                 f"expected a transferctl run directory; {path} "
                 + ("is a file" if path.exists() else "does not exist")
             )
+        if layout.run_kind(path) == layout.PRETRAIN:
+            raise ValueError(
+                f"{path} is a pretrain run, not a finetune run: its model is an encoder, not a "
+                "classifier; a teacher is a run trained by transferctl finetune"
+            )
         needed = (layout.MODEL, layout.LABELS)
         missing = [name for name in needed if not (path / name).is_file()]
         if missing:
