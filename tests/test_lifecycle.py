@@ -31,11 +31,8 @@ def test_finetune_refuses_a_pretrain_run_in_one_line(
 ) -> None:
     run = _pretrain_run(tmp_path / "encoder")
     config = write_config(tmp_path / "c.yaml", tiny_config())
-    result = (
-        cli("finetune", config, option, run)
-        if option == "--run-dir"
-        else cli("finetune", option, run)
-    )
+    arguments = [config, option, run] if option == "--run-dir" else [option, run]
+    result = cli("finetune", *arguments)
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
