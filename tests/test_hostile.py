@@ -631,7 +631,7 @@ def test_unreadable_sub_folders_are_reported_not_skipped(
 def test_disk_space_error_names_the_run_dir_option(
     tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from transferctl.stages import finetune as pipeline
+    from transferctl.stages import lifecycle as pipeline
 
     monkeypatch.setattr(
         pipeline.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 0)

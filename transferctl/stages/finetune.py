@@ -9,7 +9,6 @@ thin wrapper.
 
 from __future__ import annotations
 
-import shutil  # noqa: F401 - tests patch `finetune.shutil.disk_usage`; lifecycle checks space
 from pathlib import Path
 from typing import Any
 
