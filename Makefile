@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check
-# the suite runs on 2 workers (CI has 2 cores): about 6 minutes instead of 12
+# the suite runs on 2 workers (CI has 2 cores), whole files to a worker (a file's module fixtures
+# train once), the longest files first (tests/conftest.py orders them; no reordering by xdist)
 WORKERS ?= 2
 
 .PHONY: install dev demo results test test-fast lint typecheck imports bench clean
@@ -44,22 +45,11 @@ typecheck: dev
 imports: dev
 	$(BIN)/lint-imports
 
-# The docs (MkDocs, Material): the config reference must be what the schema renders (its field
-# docstrings), and the site must build with --strict (a broken link or anchor fails)
-.PHONY: docs reference
-docs: dev
-	$(BIN)/python -m transferctl.config.reference --check docs/config.md
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
-
-# rewrite docs/config.md from transferctl/config/ after editing a field or its docstring
-reference: install
-	$(BIN)/python -m transferctl.config.reference docs/config.md
-
 test: lint typecheck imports docs
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: dev
-	$(BIN)/python -m pytest -m "not slow" -n $(WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -m "not slow" -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The benches, side by side in one invocation, written to bench/RESULTS.md (~10 minutes on 2 cores)
 bench: install

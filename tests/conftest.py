@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import _thread
+import fcntl
+import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from transferctl.cli import app
+
+# Two xdist workers share two cores: each TensorFlow (this process's, and those of the
+# subprocesses the tests start, which inherit the environment) gets one thread for its ops
+# instead of one per core, so the workers do not oversubscribe the CPU. Set before TensorFlow
+# is imported; a value the caller set wins.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
@@ -128,15 +139,51 @@ def cli(runner: CliRunner) -> Callable[..., object]:
     return invoke
 
 
+def _shared_root(factory: pytest.TempPathFactory) -> Path:
+    """The folder every xdist worker of this test session sees: the parent of the workers' own
+    base folders (popen-gw0, popen-gw1), or the base folder itself without xdist."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def made_once(factory: pytest.TempPathFactory, key: str, make: Callable[[Path], Path]) -> Path:
+    """What `make(folder)` returns, made once per test session into a folder every xdist worker
+    sees: the first worker to ask makes it while holding a file lock, the others wait on the
+    lock and reuse it (a trained run costs its training once, not once per worker). What
+    `make` returns must be inside `folder`; a failed attempt is made again by the next asker."""
+    root = _shared_root(factory)
+    folder, done = root / key, root / f"{key}.made"
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if done.is_file():
+            return Path(done.read_text(encoding="utf-8"))
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        made = make(folder)
+        done.write_text(str(made), encoding="utf-8")
+        return made
+
+
+def worker_copy(factory: pytest.TempPathFactory, key: str, run: Path) -> Path:
+    """A copy of the shared `run` for this worker alone, at the same place under the worker's
+    own folder: tests write into their session run (eval/, export/), and a copy keeps two
+    workers from writing into one folder at once."""
+    shared = _shared_root(factory) / key
+    if factory.getbasetemp() == shared.parent:  # no xdist: the run is this session's alone
+        return run
+    mine = factory.mktemp(key, numbered=False)
+    shutil.copytree(shared, mine, dirs_exist_ok=True)
+    return mine / run.relative_to(shared)
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_image_folder(tmp_path_factory.mktemp("images") / "colors")
+    """The colour folder (3 classes of 24 images), made once per session for every worker;
+    tests read it, never change it."""
+    return made_once(tmp_path_factory, "images", lambda root: make_image_folder(root / "colors"))
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> Path:
-    """A finished run on the colour folder (3 classes), trained once per test session."""
-    work = tmp_path_factory.mktemp("tiny_run")
+def _train_tiny_run(work: Path, image_folder: Path) -> Path:
     config = tiny_config(
         image_folder,
         data={"validation_split": 0.25, "test_split": 0.15},
@@ -146,3 +193,31 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> Pa
     result = CliRunner().invoke(app, ["finetune", str(config_path), "--quiet"])
     assert result.exit_code == 0, result.output
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> Path:
+    """A finished run on the colour folder (3 classes), trained once per test session (whichever
+    xdist worker needs it first), then copied for each worker."""
+    run = made_once(tmp_path_factory, "tiny_run", lambda work: _train_tiny_run(work, image_folder))
+    return worker_copy(tmp_path_factory, "tiny_run", run)
+
+
+# The files that take longest (`pytest --durations=0`, summed per file), longest first.
+LONGEST_FILES = (
+    "test_reliability.py",
+    "test_multi_worker.py",
+    "test_feature_cache.py",
+    "test_distribution.py",
+    "test_portable.py",
+    "test_pretrain.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first, in LONGEST_FILES's order, then the others as collected:
+    `--dist loadfile` hands whole files to the workers in this order (with
+    `--no-loadscope-reorder`), so the last ones handed out, which decide when the suite ends,
+    are short."""
+    rank = {name: index for index, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

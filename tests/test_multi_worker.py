@@ -25,7 +25,7 @@ from transferctl.distribute import cluster, keras_multiworker
 from transferctl.errors import UserError
 from transferctl.stages import worker
 
-EPOCHS = 5
+EPOCHS = 2  # each a checkpoint to commit and a collective to agree on; more only cost time
 RUN_FILES = {
     "config.yaml",
     "env.json",
@@ -60,18 +60,24 @@ class Cluster:
     """Worker processes of one run, each with its TF_CONFIG, TMPDIR and log."""
 
     def __init__(
-        self, tmp_path: Path, workers: int, peer_timeout: float = 120, command: str = "finetune"
+        self,
+        tmp_path: Path,
+        workers: int,
+        peer_timeout: float = 120,
+        command: str = "finetune",
+        epochs: int = EPOCHS,
     ) -> None:
         self.tmp_path = tmp_path
         self.command = command
+        self.epochs = epochs
         self.ports = _free_ports(workers)
         self.run_dir = tmp_path / "shared" / "run"
         config = tiny_config(
             model={"freeze": "all"},
-            train={"phases": [{"name": "head", "epochs": EPOCHS, "learning_rate": 2e-3}]},
+            train={"phases": [{"name": "head", "epochs": epochs, "learning_rate": 2e-3}]},
         )
         config["data"]["limit"] = 200
-        config["pretrain"] = {"epochs": EPOCHS}
+        config["pretrain"] = {"epochs": epochs}
         self.config = write_config(tmp_path / "config.yaml", config)
         self.peer_timeout = peer_timeout
         self.processes: dict[int, subprocess.Popen[str]] = {}
@@ -119,8 +125,10 @@ class Cluster:
 def workers(tmp_path: Path):  # type: ignore[no-untyped-def]
     made: list[Cluster] = []
 
-    def make(count: int, peer_timeout: float = 120, command: str = "finetune") -> Cluster:
-        made.append(Cluster(tmp_path, count, peer_timeout, command))
+    def make(
+        count: int, peer_timeout: float = 120, command: str = "finetune", epochs: int = EPOCHS
+    ) -> Cluster:
+        made.append(Cluster(tmp_path, count, peer_timeout, command, epochs))
         return made[-1]
 
     yield make
@@ -136,7 +144,7 @@ def _epochs(run_dir: Path) -> list[int]:
 def _assert_complete(group: Cluster, files: set[str] = RUN_FILES) -> None:
     run = group.run_dir
     assert {path.name for path in run.iterdir()} >= files
-    assert _epochs(run) == list(range(1, EPOCHS + 1)), "every epoch once"
+    assert _epochs(run) == list(range(1, group.epochs + 1)), "every epoch once"
     env = json.loads((run / "env.json").read_text(encoding="utf-8"))["distribution"]
     assert (env["strategy"], env["replicas"], env["global_batch_size"]) == ("multi_worker", 2, 32)
     state = json.loads((run / "checkpoints" / "state.json").read_text(encoding="utf-8"))
@@ -182,7 +190,7 @@ def test_two_workers_pretrain_one_run_directory(workers) -> None:  # type: ignor
 
 @pytest.mark.slow
 def test_a_killed_worker_restarted_finishes_with_every_epoch_once(workers) -> None:  # type: ignore[no-untyped-def]
-    group = workers(2)
+    group = workers(2, epochs=3)  # killed after epoch 1: two more to resume into
     group.start(0)
     group.start(1)
     state = group.run_dir / "checkpoints" / "state.json"

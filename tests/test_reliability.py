@@ -60,10 +60,16 @@ def _wait_for_rows(run: Path, rows: int, process: subprocess.Popen, limit: float
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run the killed ones are compared with, trained in this process: nothing is killed."""
+    from typer.testing import CliRunner
+
+    from transferctl.cli import app
+
     tmp_path = tmp_path_factory.mktemp("uninterrupted")
-    process = _start(str(_config(tmp_path, "whole")), "--run-dir", str(tmp_path / "run"))
-    out, err = process.communicate(timeout=600)
-    assert process.returncode == 0, err
+    config = _config(tmp_path, "whole")
+    arguments = ["finetune", str(config), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
     return tmp_path / "run"
 
 

@@ -118,7 +118,7 @@ def test_a_failed_background_write_stops_the_run_and_keeps_the_last_commit(
     from transferctl.train import checkpoint
 
     config = tiny_config(
-        train={"phases": [{"name": "only", "epochs": 4, "learning_rate": 2e-3}]},
+        train={"phases": [{"name": "only", "epochs": 3, "learning_rate": 2e-3}]},
         output={"runs_dir": str(tmp_path / "runs")},
     )
     path = write_config(tmp_path / "c.yaml", config)
