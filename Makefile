@@ -45,6 +45,17 @@ typecheck: dev
 imports: dev
 	$(BIN)/lint-imports
 
+# The docs (MkDocs, Material): the config reference must be what the schema renders (its field
+# docstrings), and the site must build with --strict (a broken link or anchor fails)
+.PHONY: docs reference
+docs: dev
+	$(BIN)/python -m transferctl.config.reference --check docs/config.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+# rewrite docs/config.md from transferctl/config/ after editing a field or its docstring
+reference: install
+	$(BIN)/python -m transferctl.config.reference docs/config.md
+
 test: lint typecheck imports docs
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
