@@ -57,7 +57,7 @@ reference: install
 	$(BIN)/python -m transferctl.config.reference docs/config.md
 
 test: lint typecheck imports docs
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 test-fast: dev
 	$(BIN)/python -m pytest -m "not slow" -n $(WORKERS) --dist loadfile --no-loadscope-reorder

@@ -6,6 +6,7 @@ import _thread
 import fcntl
 import os
 import shutil
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ from transferctl.cli import app
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Ctrl-C is what several tests check (exit 130 and the resume command). A shell that starts the
+# suite in the background without job control (`make test &` in a script, nohup) ignores SIGINT,
+# and an ignored SIGINT is inherited: Python then never raises KeyboardInterrupt, and
+# `_thread.interrupt_main()` does nothing. Restore Python's own handler; the processes the tests
+# start get the default disposition back when they exec.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
