@@ -117,10 +117,9 @@ class Config(Section):
         distill = self.distill
         if distill is not None and distill.teacher.startswith(RUN_PREFIX):
             found = _named_run(self.output, distill.teacher, where="distill.teacher")
-            if layout.run_kind(Path(found)) == layout.PRETRAIN:  # an encoder, not a classifier
-                layout.require_kind(
-                    Path(found), layout.FINETUNE, "distill.teacher", "name a finetune run"
-                )
+            layout.require_kind(
+                Path(found), layout.FINETUNE, "distill.teacher", "name a finetune run"
+            )
             distill = distill.model_copy(update={"teacher": found})
         if model.train_batchnorm is None:
             # From scratch, BatchNorm must learn its statistics; on pretrained weights the

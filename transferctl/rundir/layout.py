@@ -68,11 +68,14 @@ def run_kind(run_dir: Path) -> str:
 def require_kind(run_dir: Path, kind: str, where: str, instead: str) -> None:
     """Refuse a run of another kind in one line: `where`: the run is a `kind` run; `instead`.
 
+    A run whose env.json can't be read (`unknown`) is not refused here: the checks of its
+    files say what is wrong with it, and runs copied without env.json keep working.
+
     Example:
         require_kind(run_dir, FINETUNE, "RUN_DIR", "evaluate a finetune run trained from it")
     """
     found = run_kind(run_dir)
-    if found != kind:
+    if found not in (kind, "unknown"):
         raise UserError(where, f"{run_dir} is a {found} run, not a {kind} run", instead)
 
 

@@ -66,10 +66,7 @@ def find_run(
 
 
 def require_finetune(path: Path, where: str, verb: str) -> None:
-    """Refuse a run whose env.json names another kind; a run without one (older, or not a run
-    at all: the file checks say so) passes."""
-    if layout.run_kind(path) == "unknown":
-        return
+    """Refuse a run whose env.json names another kind (`layout.require_kind`)."""
     layout.require_kind(
         path,
         layout.FINETUNE,

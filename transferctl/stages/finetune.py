@@ -24,15 +24,13 @@ from transferctl.stages.lifecycle import RunResult
 
 
 def _check_kind(run_dir: Path, where: str) -> None:
-    """A pretrain run is refused; a run whose env.json can't be read is taken as it was before
-    runs had a kind."""
-    if rundir.run_kind(run_dir) != "unknown":
-        rundir.require_kind(
-            run_dir,
-            rundir.FINETUNE,
-            where,
-            f"resume it with `transferctl pretrain --resume {run_dir}`, or pass a new folder",
-        )
+    """A pretrain run is refused (`rundir.require_kind`)."""
+    rundir.require_kind(
+        run_dir,
+        rundir.FINETUNE,
+        where,
+        f"resume it with `transferctl pretrain --resume {run_dir}`, or pass a new folder",
+    )
 
 
 def _train(opening: lifecycle.Opening) -> RunResult:
