@@ -80,13 +80,20 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-def tiny_config(data_path: Path | None = None, **sections: dict) -> dict:
-    """A config that trains in seconds: MobileNetV3Small from scratch at 32x32."""
+def tiny_config(
+    data_path: Path | None = None, *, backbone: str = "mobilenet", **sections: dict
+) -> dict:
+    """A config that trains in seconds: MobileNet (v1) from scratch at 32x32.
+
+    MobileNet, not MobileNetV3Small: with 86 layers of plain ops to V3Small's 157 (hard-swish,
+    squeeze-excite), tracing a training step, which is most of a tiny run, costs about a third
+    less (a 3-epoch digits run: 22.6 s against 31.3 s on one core). Tests whose numbers come
+    from V3Small's structure pass `backbone="mobilenet_v3_small"`."""
     config: dict = {
         "seed": 7,
         "data": {"image_size": [32, 32], "batch_size": 16, "augment": {"flip": "none"}},
         "model": {
-            "backbone": "mobilenet_v3_small",
+            "backbone": backbone,
             "weights": "none",
             "freeze": "none",
             "head": {"hidden": [], "dropout": 0.0},
@@ -191,9 +198,16 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return made_once(tmp_path_factory, "images", lambda root: make_image_folder(root / "colors"))
 
 
+TINY_RUN_BACKBONE = "mobilenet_v3_small"
+
+
 def _train_tiny_run(work: Path, image_folder: Path) -> Path:
+    # MobileNetV3Small: the exports' parity gates and predict's answers need a model whose
+    # classes are clearly apart after two short epochs, which V3Small reaches and MobileNet
+    # does not (its dynamic-range TFLite file then agreed on 94% of top-1)
     config = tiny_config(
         image_folder,
+        backbone=TINY_RUN_BACKBONE,
         data={"validation_split": 0.25, "test_split": 0.15},
         output={"runs_dir": str(work / "runs")},
     )
@@ -216,9 +230,9 @@ LONGEST_FILES = (
     "test_reliability.py",
     "test_multi_worker.py",
     "test_feature_cache.py",
-    "test_distribution.py",
     "test_portable.py",
-    "test_pretrain.py",
+    "test_hostile.py",
+    "test_distill.py",
 )
 
 

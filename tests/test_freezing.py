@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config, write_config
+from tests.conftest import TINY_RUN_BACKBONE, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
-UNTIL_LAYER = "expanded_conv_3_expand"
-REGEX = "^(conv|expanded_conv_[0-3]_)"  # the stem and the first four blocks, by name
+UNTIL_LAYER = "conv_pw_3"
+TINY_RUN_UNTIL_LAYER = "expanded_conv_3_expand"  # the same place in the tiny run's V3Small
+REGEX = "^(conv1|conv_(dw|pw|pad)_[1-3])(_|$)"  # the stem and the first three blocks, by name
 PHASES = [
     {"name": "all", "epochs": 1, "learning_rate": 1e-3, "freeze": "all"},
     {"name": "none", "epochs": 1, "learning_rate": 1e-4, "freeze": "none"},
@@ -34,16 +35,16 @@ def _load(path: Path):
 
 
 def _backbone_params_from(index: int) -> int:
-    """Trainable parameters of a fresh MobileNetV3Small's layers [index:], BatchNorm excluded."""
+    """Trainable parameters of a fresh MobileNet's layers [index:], BatchNorm excluded."""
     return _backbone_params_where(lambda position, name: position >= index)
 
 
 def _backbone_params_where(trains) -> int:
-    """Trainable parameters of a fresh MobileNetV3Small's layers for which `trains(index, name)`,
+    """Trainable parameters of a fresh MobileNet's layers for which `trains(index, name)`,
     BatchNorm excluded."""
     import keras
 
-    backbone = keras.applications.MobileNetV3Small(
+    backbone = keras.applications.MobileNet(
         include_top=False, weights=None, input_shape=(32, 32, 3)
     )
     return sum(
@@ -68,19 +69,20 @@ def test_each_freeze_mode_trains_what_the_config_says(cli, tmp_path: Path) -> No
         phase["name"]: phase
         for phase in json.loads((run / "metrics.json").read_text())["training"]["phases"]
     }
-    head = (576 + 1) * 10  # pooled MobileNetV3Small features -> 10 digit classes
-    layer_count = 157
+    head = (1024 + 1) * 10  # pooled MobileNet features -> 10 digit classes
+    layer_count = 86
     import keras
 
     names = [
         layer.name
-        for layer in keras.applications.MobileNetV3Small(
+        for layer in keras.applications.MobileNet(
             include_top=False, weights=None, input_shape=(32, 32, 3)
         ).layers
     ]
     until_index = names.index(UNTIL_LAYER)
     matched = [name for name in names if re.search(REGEX, name)]
-    assert 20 < len(matched) < 80 and "conv" in matched and "expanded_conv_4_expand" not in matched
+    assert 20 < len(matched) < 60 and "conv1" in matched and "conv_pw_3_relu" in matched
+    assert not {"conv_dw_4", "conv_dw_10", "conv_pad_12"} & set(matched)
     expected = {
         "all": (layer_count, head),
         "none": (0, head + _backbone_params_from(0)),
@@ -105,9 +107,10 @@ def test_frozen_weights_and_batchnorm_statistics_are_bit_identical(
     """Start from a trained run, freeze until a layer: everything before it must not move."""
     config = tiny_config(
         image_folder,
+        backbone=TINY_RUN_BACKBONE,
         model={
             "weights": str(tiny_run),
-            "freeze": {"until": UNTIL_LAYER},
+            "freeze": {"until": TINY_RUN_UNTIL_LAYER},
             "train_batchnorm": False,
         },
         train={"phases": [{"name": "tune", "epochs": 2, "learning_rate": 1e-2}]},
@@ -122,7 +125,7 @@ def test_frozen_weights_and_batchnorm_statistics_are_bit_identical(
     before = _load(tiny_run / "model.keras").get_layer("backbone")
     after = _load(run / "model.keras").get_layer("backbone")
     names = [layer.name for layer in before.layers]
-    boundary = names.index(UNTIL_LAYER)
+    boundary = names.index(TINY_RUN_UNTIL_LAYER)
     changed_after_boundary = 0
     for index, (old, new) in enumerate(zip(before.layers, after.layers, strict=True)):
         is_bn = isinstance(old, keras.layers.BatchNormalization)
@@ -140,6 +143,7 @@ def test_weights_from_an_earlier_run_are_loaded_not_random(
 ) -> None:
     config = tiny_config(
         image_folder,
+        backbone=TINY_RUN_BACKBONE,
         model={"weights": str(tiny_run), "freeze": "all"},
         train={"phases": [{"name": "head", "epochs": 1, "learning_rate": 1e-3}]},
         output={"runs_dir": str(tmp_path / "runs")},

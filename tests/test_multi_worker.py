@@ -179,7 +179,7 @@ def test_two_workers_train_one_run_directory(workers) -> None:  # type: ignore[n
 
 @pytest.mark.slow
 def test_two_workers_pretrain_one_run_directory(workers) -> None:  # type: ignore[no-untyped-def]
-    group = workers(2, command="pretrain")
+    group = workers(2, command="pretrain", epochs=1)  # the lifecycle is finetune's: one will do
     group.start(0)
     group.start(1)
     codes = [group.wait(0), group.wait(1)]

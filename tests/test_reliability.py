@@ -109,9 +109,13 @@ def test_sigkill_mid_epoch_then_resume(tmp_path: Path, uninterrupted: Path, cli)
     assert "already finished" in result.stderr
 
 
+# One process imports Keras and builds the model once, then for each attempt forks a writer
+# that saves in a loop (checkpoints, model.keras, metrics.json) and SIGKILLs it after the delay
+# the test sends: each kill lands at a random point of a write, as a killed run's would, without
+# paying a TensorFlow start-up per attempt.
 WRITER = textwrap.dedent(
     """
-    import sys, itertools
+    import itertools, os, signal, sys, time
     from pathlib import Path
     import keras, numpy as np
     from transferctl.rundir import layout as rundir
@@ -122,12 +126,25 @@ WRITER = textwrap.dedent(
     model.compile("adam", "mse")
     model.fit(np.zeros((4, 64)), np.zeros((4, 10)), verbose=0)
     print("ready", flush=True)
-    for epoch in itertools.count(1):
-        state = TrainState(epochs_done=epoch)
-        checkpoint.save(model, folder / "checkpoints", state, best_model_weights=epoch % 3 == 0)
-        with rundir.atomic_path(folder / "model.keras", suffix=".keras") as temporary:
-            model.save(str(temporary))
-        rundir.write_json(folder / "metrics.json", {"epoch": epoch, "pad": "x" * 100000})
+    for line in sys.stdin:
+        writer = os.fork()
+        if writer == 0:
+            try:
+                for epoch in itertools.count(1):
+                    state = TrainState(epochs_done=epoch)
+                    checkpoint.save(
+                        model, folder / "checkpoints", state, best_model_weights=epoch % 3 == 0
+                    )
+                    with rundir.atomic_path(folder / "model.keras", suffix=".keras") as temporary:
+                        model.save(str(temporary))
+                    metrics = {"epoch": epoch, "pad": "x" * 100000}
+                    rundir.write_json(folder / "metrics.json", metrics)
+            finally:
+                os._exit(1)
+        time.sleep(float(line))
+        os.kill(writer, signal.SIGKILL)
+        os.waitpid(writer, 0)
+        print("killed", flush=True)
     """
 )
 
@@ -137,28 +154,37 @@ def test_kills_while_writing_never_leave_a_truncated_artifact(tmp_path: Path) ->
     import keras
 
     rng = random.Random(0)
-    for _attempt in range(8):
-        process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
-        )
-        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 1.5))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
-        for name in {state["weights"], state["best_weights"]} - {None}:
-            with h5py.File(tmp_path / "checkpoints" / name, "r") as handle:
-                assert "optimizer" in handle, name
-        if (tmp_path / "model.keras").exists():
-            keras.saving.load_model(str(tmp_path / "model.keras"), compile=False)
-        if (tmp_path / "metrics.json").exists():
-            json.loads((tmp_path / "metrics.json").read_text())
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        for _attempt in range(8):
+            process.stdin.write(f"{rng.uniform(0.05, 1.5)}\n")
+            process.stdin.flush()
+            assert process.stdout.readline().strip() == "killed"
+            state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
+            for name in {state["weights"], state["best_weights"]} - {None}:
+                with h5py.File(tmp_path / "checkpoints" / name, "r") as handle:
+                    assert "optimizer" in handle, name
+            if (tmp_path / "model.keras").exists():
+                keras.saving.load_model(str(tmp_path / "model.keras"), compile=False)
+            if (tmp_path / "metrics.json").exists():
+                json.loads((tmp_path / "metrics.json").read_text())
+    finally:
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
     finished = [p.name for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert "state.json" in finished
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path: Path, cli) -> None:
     config = tiny_config(
+        backbone="mobilenet_v3_small",  # MobileNet's loss stayed finite at this rate
         data={"limit": 64, "source": "digits"},
         train={
             "optimizer": "sgd",

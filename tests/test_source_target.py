@@ -18,7 +18,7 @@ def _fake_run(
     stamp: str,
     *,
     finished: bool = True,
-    backbone: str = "mobilenet_v3_small",
+    backbone: str = "mobilenet",
 ) -> Path:
     """A run directory as `finetune` leaves it, as far as finding it by name needs."""
     run = runs / f"{name}-{stamp}"
@@ -78,7 +78,7 @@ def test_a_run_with_another_backbone_is_refused_by_plan_and_finetune(cli, tmp_pa
     target = _target(tmp_path, runs)
     expected = (
         f"error: model.weights: the run {source.resolve()} trained backbone resnet50, this "
-        "config asks for mobilenet_v3_small; set model.backbone: resnet50, or start from "
+        "config asks for mobilenet; set model.backbone: resnet50, or start from "
         "another run\n"
     )
     for command in ("plan", "finetune"):
