@@ -229,6 +229,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> Pa
 LONGEST_FILES = (
     "test_reliability.py",
     "test_multi_worker.py",
+    "test_distribution.py",
     "test_feature_cache.py",
     "test_portable.py",
     "test_hostile.py",

@@ -221,7 +221,7 @@ def test_the_teacher_may_be_named_and_the_section_is_checked(cli, tmp_path: Path
     assert yaml.safe_load(default.stdout)["distill"] is None
 
     wrong = {
-        "missing": ({"teacher": {"run": "nobody"}}, "no finished run named 'nobody' in"),
+        "missing": ({"teacher": {"run": "nobody"}}, "no finished finetune run named 'nobody' in"),
         "no_dir": ({"teacher": "nowhere"}, f"{tmp_path / 'nowhere'} does not exist"),
         "alpha": ({"teacher": str(named), "alpha": 1.5}, "expected a number at most 1.0; got 1.5"),
         "temperature": ({"teacher": str(named), "temperature": 0}, "greater than 0"),

@@ -169,8 +169,8 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tiny_run: Path, image_fo
                 "augment": {"flip": "none"},
             },
             "model": {
-                "backbone": "mobilenet_v3_small",
-                "weights": str(tiny_run),
+                "backbone": "mobilenet",  # random and frozen: the runs, not the features, matter
+                "weights": "none",
                 "freeze": "all",
                 "train_batchnorm": False,
                 "head": {"hidden": [], "dropout": 0.0},
@@ -215,6 +215,68 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tiny_run: Path, image_fo
     assert [phase for phase, _ in expected] == [phase for phase, _ in found]
     for (_, a), (_, b) in zip(expected, found, strict=True):
         assert math.isclose(a, b, rel_tol=1e-4), (expected, found)
+
+
+@pytest.mark.slow
+def test_mirrored_trains_batches_that_split_unevenly(cli, tmp_path: Path) -> None:
+    """50 digits, 10% for validation, 2 replicas of 32: every batch splits unevenly (the 45
+    training images are one global batch, 23 + 22; the validation split's 5 are 3 + 2), in the
+    feature cache's pass, its head's fit, validation, and a phase that trains the backbone's
+    top. One batch an epoch keeps the order the shuffle draws out of it (a strategy's fit sees
+    the next epoch's shuffle), so the loss per epoch matches one device's; per-replica means of
+    unequal halves weigh the images slightly differently: within 1% + 0.01, not exactly."""
+
+    def config(name: str, batch_size: int, distribution: str) -> Path:
+        body = {
+            "name": name,
+            "seed": 5,
+            "data": {
+                "source": "digits",
+                "limit": 50,
+                "validation_split": 0.1,
+                "image_size": [32, 32],
+                "batch_size": batch_size,
+                "augment": {"flip": "none"},
+            },
+            "model": {
+                "backbone": "mobilenet",
+                "weights": "none",
+                "freeze": "all",
+                "train_batchnorm": False,
+                "head": {"hidden": [], "dropout": 0.0},
+            },
+            "train": {
+                "phases": [
+                    {"name": "head", "epochs": 1, "learning_rate": 1.0e-2},
+                    {
+                        "name": "top",
+                        "epochs": 1,
+                        "learning_rate": 1.0e-3,
+                        "freeze": {"last_trainable": 10},
+                    },
+                ]
+            },
+            "runtime": {"distribution": distribution},
+            "output": {"runs_dir": str(tmp_path / "runs")},
+        }
+        return write_config(tmp_path / f"{name}.yaml", body)
+
+    single = cli("finetune", config("one", 64, "none"), "--quiet")
+    assert single.exit_code == 0, single.output
+    mirrored = _transferctl(
+        "finetune", str(config("two", 32, "mirrored")), "--quiet", cpu_devices="2"
+    )
+    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
+    one = Path(single.stdout.strip().splitlines()[-1])
+    two = Path(mirrored.stdout.strip().splitlines()[-1])
+    spread = json.loads((two / "env.json").read_text())["distribution"]
+    assert (spread["replicas"], spread["global_batch_size"]) == (2, 64)
+    phases = json.loads((two / "metrics.json").read_text())["training"]["phases"]
+    assert phases[0]["feature_cache"]["used"]
+    expected, found = _losses(one), _losses(two)
+    assert [phase for phase, _ in found] == ["head", "top"]
+    for (_, a), (_, b) in zip(expected, found, strict=True):
+        assert abs(a - b) <= 0.01 * abs(a) + 0.01, (expected, found)
 
 
 def test_multi_worker_without_tf_config_is_exit_2(tmp_path: Path) -> None:

@@ -211,6 +211,29 @@ def test_predict_accepts_the_exported_saved_model(
     assert prediction["predictions"][0]["label"] == fresh_process["top"]
 
 
+def _top1(model: Path, images: Path) -> dict[str, str]:
+    """`predict --json --top-k 1` on a folder: each image's label."""
+    result = CliRunner().invoke(app, ["predict", str(model), str(images), "--json", "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return {row["path"]: row["predictions"][0]["label"] for row in rows}
+
+
+@pytest.fixture(scope="module")
+def run_top1(tiny_run: Path, image_folder: Path) -> dict[str, str]:
+    return _top1(tiny_run, image_folder)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.tflite", "model_int8.tflite"])
+def test_predict_runs_the_onnx_and_tflite_files_and_agrees_with_the_run(
+    name: str, exported: dict[str, Any], run_top1: dict[str, str], image_folder: Path
+) -> None:
+    run, exported_file = run_top1, _top1(exported["out"] / name, image_folder)
+    assert len(run) == 72 and exported_file.keys() == run.keys()
+    agreement = sum(exported_file[path] == label for path, label in run.items()) / len(run)
+    assert agreement >= 0.98, agreement
+
+
 def test_onnx_takes_raw_images_of_any_size(
     exported: dict[str, Any], odd_image: tuple[Path, np.ndarray], keras_reference: np.ndarray
 ) -> None:

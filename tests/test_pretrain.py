@@ -57,7 +57,7 @@ def pretrain_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         interrupt_after_commit(patch, lambda state: state.epochs_done == 1 and not state.finished)
         killed = runner.invoke(app, ["pretrain", str(config), "--run-dir", str(run), "-q"])
         rows_when_killed = _history(run)
-    resumed = runner.invoke(app, ["pretrain", str(config), "--run-dir", str(run), "-q"])
+    resumed = runner.invoke(app, ["pretrain", str(config), "--run-dir", str(run)])
     return {
         "config": config,
         "run": run,
@@ -138,17 +138,28 @@ def test_finetune_from_the_pretrain_run_takes_the_encoder_bit_for_bit(
     import keras
 
     work, run = pretrain_run["work"], pretrain_run["run"]
+    hint = {"run": "encoder", "kind": "pretrain"}  # what pretrain printed
+    assert "model.weights: {run: encoder, kind: pretrain}" in pretrain_run["resumed"].stderr
     config = tiny_config(
         data={"limit": 64, "batch_size": 32, "classes": FEW_DIGITS},
-        model={"weights": {"run": "encoder"}, "freeze": "all", "train_batchnorm": False},
+        model={"weights": hint, "freeze": "all", "train_batchnorm": False},
         train={"phases": [{"name": "head", "epochs": 1, "learning_rate": 1e-3}]},
         output={"runs_dir": str(work / "runs")},
     )
+    config["name"] = "encoder"  # a finetune run of the pretrain run's name, as from one config
     config_path = write_config(work / "target.yaml", config)
-    result = cli("finetune", config_path, "-q")
+    result = cli("finetune", config_path)
     assert result.exit_code == 0, result.output
+    assert f"weights: the backbone of the pretrain run {run} " in result.stderr
     target = Path(result.stdout.strip().splitlines()[-1])
     assert yaml.safe_load((target / "config.yaml").read_text())["model"]["weights"] == str(run)
+    # now that both kinds carry the name, the hint still finds the encoder, and a bare
+    # {run: encoder} is an error naming both instead of a guess
+    again: Any = cli("validate", config_path)
+    assert again.exit_code == 0 and yaml.safe_load(again.stdout)["model"]["weights"] == str(run)
+    bare = write_config(work / "bare.yaml", {**config, "model": {"weights": {"run": "encoder"}}})
+    guess: Any = cli("validate", bare)
+    assert guess.exit_code == 2 and "finished runs of 2 kinds are named 'encoder'" in guess.stderr
 
     encoder = keras.saving.load_model(run / "model.keras", compile=False, safe_mode=True)
     classifier = keras.saving.load_model(target / "model.keras", compile=False)

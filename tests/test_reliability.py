@@ -66,7 +66,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transferctl.cli import app
 
     tmp_path = tmp_path_factory.mktemp("uninterrupted")
-    config = _config(tmp_path, "whole")
+    config = _config(tmp_path, "whole", keep_checkpoints=True)  # copied and resumed below
     arguments = ["finetune", str(config), "--run-dir", str(tmp_path / "run"), "--quiet"]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output

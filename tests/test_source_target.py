@@ -19,6 +19,7 @@ def _fake_run(
     *,
     finished: bool = True,
     backbone: str = "mobilenet",
+    kind: str | None = None,
 ) -> Path:
     """A run directory as `finetune` leaves it, as far as finding it by name needs."""
     run = runs / f"{name}-{stamp}"
@@ -28,6 +29,8 @@ def _fake_run(
     )
     (run / "checkpoints" / "state.json").write_text(json.dumps({"finished": finished}))
     (run / "model.keras").write_bytes(b"not read by validate")
+    if kind is not None:
+        (run / "env.json").write_text(json.dumps({"kind": kind}))
     return run
 
 
@@ -55,6 +58,33 @@ def test_the_newest_finished_run_of_the_name_is_used(cli, tmp_path: Path) -> Non
     assert (
         f"weights   {newest.resolve()} (a transferctl run: its trained backbone)" in planned.stdout
     )
+
+
+def test_a_name_of_both_kinds_needs_the_kind_and_the_kind_finds_its_run(
+    cli, tmp_path: Path
+) -> None:
+    """pretrain and finetune runs of one config share its name: `{run: NAME}` never guesses."""
+    runs = tmp_path / "runs"
+    encoder = _fake_run(runs, "source", "20260101-120000", kind="pretrain")
+    tuned = _fake_run(runs, "source", "20260102-120000", kind="finetune")
+    older = _fake_run(runs, "source", "20260101-110000")  # before kinds: a finetune run
+    result = cli("validate", _target(tmp_path, runs))
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert line.startswith("error: model.weights: finished runs of 2 kinds are named 'source' ")
+    assert f"finetune: {tuned.resolve()}" in line and f"pretrain: {encoder.resolve()}" in line
+    assert "{run: source, kind: pretrain}" in line and len(result.stderr.splitlines()) == 1
+    for kind, expected in (("pretrain", encoder), ("finetune", tuned)):
+        result = cli("validate", _target(tmp_path, runs, weights={"run": "source", "kind": kind}))
+        assert result.exit_code == 0, result.output
+        assert yaml.safe_load(result.stdout)["model"]["weights"] == str(expected.resolve())
+    assert older != tuned
+    bad = cli("validate", _target(tmp_path, runs, weights={"run": "source", "kind": "teacher"}))
+    assert bad.exit_code == 2 and "model.weights" in bad.stderr and "`kind`" in bad.stderr
+    missing = cli("validate", _target(tmp_path, runs, weights={"run": "other", "kind": "pretrain"}))
+    assert missing.exit_code == 2
+    assert "no finished pretrain run named 'other'" in missing.stderr
+    assert "transferctl pretrain with name: other" in missing.stderr
 
 
 def test_no_finished_run_of_the_name_exits_2(cli, tmp_path: Path) -> None:

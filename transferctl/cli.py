@@ -286,6 +286,39 @@ def compare(
     run(run_dirs, plot, as_json)
 
 
+@app.command(rich_help_panel="Use")
+@handle_errors
+def show(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A run directory.", show_default=False)
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document on stdout instead of the table.")
+    ] = False,
+) -> None:
+    """One run: what it trained, the kept epoch, val/test, baselines, its files."""
+    from transferctl.commands.show import show as run
+
+    run(run_dir, as_json)
+
+
+@app.command(rich_help_panel="Use")
+@handle_errors
+def runs(
+    runs_dir: Annotated[
+        Path,
+        typer.Argument(metavar="RUNS_DIR", help="The folder that holds the runs."),
+    ] = Path("runs"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON list on stdout instead of the table.")
+    ] = False,
+) -> None:
+    """The runs in a folder: name, kind, status, started, epochs, val/test."""
+    from transferctl.commands.show import runs as run
+
+    run(runs_dir, as_json)
+
+
 @app.command(rich_help_panel="Data")
 @handle_errors
 def doctor(

@@ -33,9 +33,12 @@ def run(run_dirs: Sequence[Path], plot: Path | None, as_json: bool) -> None:
     else:
         _print_table(comparison)
     if plot is not None:
-        from transferctl.rundir.curves import save_overlay
+        from transferctl.rundir.overlay import save_overlay
 
-        curves = [(_legend(run), run.history) for run in comparison.runs]
+        curves = [
+            (_legend(run, index, comparison.differences), run.history)
+            for index, run in enumerate(comparison.runs)
+        ]
         save_overlay(curves, plot, f"validation accuracy, {len(curves)} runs")
         Console(stderr=True, highlight=False).print(f"wrote {escape(str(plot))}")
 
@@ -52,13 +55,21 @@ def comparison_table(comparison: Comparison) -> Table:
     if not comparison.differences:
         table.add_row("config", *(["same"] * len(runs)))
     table.add_section()
+    if len({run.kind for run in runs}) > 1:
+        table.add_row("kind", *(run.kind for run in runs))
     table.add_row("status", *(_status(run) for run in runs))
+    kinds = {run.kind for run in runs}
     for split in ("val", "test"):
         scores = [getattr(run, split) for run in runs]
         if not any(scores) and split == "test":
             continue
-        table.add_row(f"{split} accuracy", *_best(runs, [s.get("accuracy") for s in scores], max))
-        table.add_row(f"{split} loss", *_best(runs, [s.get("loss") for s in scores], min))
+        if kinds != {rundir.PRETRAIN}:
+            accuracies = [s.get("accuracy") for s in scores]
+            table.add_row(f"{split} accuracy", *_best(runs, accuracies, max))
+            table.add_row(f"{split} loss", *_best(runs, [s.get("loss") for s in scores], min))
+        if rundir.PRETRAIN in kinds:
+            mse = [s.get("mse") for s in scores]
+            table.add_row(f"{split} reconstruction mse", *_best(runs, mse, min))
     if any(not run.finished for run in runs):
         table.add_row("last val accuracy", *(_number(run.last_val_accuracy()) for run in runs))
     table.add_row("epochs", *(str(run.epochs) for run in runs))
@@ -104,8 +115,20 @@ def _status(run: RunSummary) -> str:
     return "finished" if run.finished else "[yellow]unfinished[/]"
 
 
-def _legend(run: RunSummary) -> str:
-    return run.label if run.finished else f"{run.label} (unfinished)"
+# at most this many differing config keys name a run in the plot's legend
+LEGEND_KEYS = 3
+
+
+def _legend(run: RunSummary, index: int, differences: dict[str, list[Any]]) -> str:
+    """The run's name, then what tells it from the others: the config keys that differ (their
+    last part, e.g. `learning_rate=0.001`); `(unfinished)` when it is."""
+    keys = [key for key in differences if not key.endswith(".name") and key != "name"]
+    told = ", ".join(
+        f"{key.rsplit('.', 1)[-1]}={_config_value(differences[key][index])}"
+        for key in keys[:LEGEND_KEYS]
+    )
+    label = f"{run.label}: {told}" if told else run.label
+    return label if run.finished else f"{label} (unfinished)"
 
 
 def _config_value(value: Any) -> str:

@@ -29,4 +29,5 @@ def _report(result: RunResult) -> list[str]:
         for split, scores in held_out(result)
     ]
     name = run_name(result.run_dir) or "NAME"
-    return [*lines, f"to start a finetune from this encoder: model.weights: {{run: {name}}}"]
+    hint = f"model.weights: {{run: {name}, kind: pretrain}} (or {result.run_dir})"
+    return [*lines, f"to start a finetune from this encoder: {hint}"]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationIn
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 RUN_PREFIX = "run:"  # `weights: {run: NAME}` before it is resolved to a run directory
+RUN_KINDS = ("finetune", "pretrain")  # `{run: NAME, kind: ...}`
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
 PositiveFinite = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
@@ -46,15 +47,29 @@ def resolve_path(path: Path, info: ValidationInfo) -> Path:
 
 
 def run_reference(value: Any, expected: str) -> Any:
-    """`{run: NAME}` as a `run:NAME` marker, resolved once `output.runs_dir` is known.
+    """`{run: NAME}` as a `run:NAME` marker and `{run: NAME, kind: KIND}` as `run:NAME:KIND`
+    (a name has no `:`), resolved once `output.runs_dir` is known.
 
     Any other mapping is an error saying what was `expected`; other values pass unchanged.
     """
-    if isinstance(value, dict):
-        if set(value) != {"run"} or not isinstance(value["run"], str) or not value["run"]:
-            raise ValueError(f"expected {expected}; got {value!r}")
-        return RUN_PREFIX + value["run"]
-    return value
+    if not isinstance(value, dict):
+        return value
+    name, kind = value.get("run"), value.get("kind")
+    if not set(value) <= {"run", "kind"} or not isinstance(name, str) or not name:
+        raise ValueError(f"expected {expected}; got {shorten(repr(value))}")
+    if ":" in name:
+        raise ValueError(f"`run` expects a run's name (no `:`); got {shorten(repr(name))}")
+    if "kind" not in value:
+        return RUN_PREFIX + name
+    if kind not in RUN_KINDS:
+        raise ValueError(f"`kind` expects one of {', '.join(RUN_KINDS)}; got {shorten(repr(kind))}")
+    return f"{RUN_PREFIX}{name}:{kind}"
+
+
+def split_run_reference(marker: str) -> tuple[str, str | None]:
+    """A `run:NAME[:KIND]` marker's name and kind (None: not given)."""
+    name, _, kind = marker[len(RUN_PREFIX) :].partition(":")
+    return name, kind or None
 
 
 # ----------------------------------------------------------------------------------------------

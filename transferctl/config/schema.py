@@ -31,6 +31,7 @@ from transferctl.config.fields import (
     LayerDecay,
     PositiveFinite,
     Section,
+    split_run_reference,
 )
 from transferctl.config.sections import (
     Augment,
@@ -112,11 +113,12 @@ class Config(Section):
         model = self.model
         if model.weights.startswith(RUN_PREFIX):
             # {run: NAME}: the newest finished run of that name; the resolved config names it
-            found = _named_run(self.output, model.weights, where="model.weights")
+            found = _named_run(self.output, model.weights, "model.weights")
             model = model.model_copy(update={"weights": found})
         distill = self.distill
         if distill is not None and distill.teacher.startswith(RUN_PREFIX):
-            found = _named_run(self.output, distill.teacher, where="distill.teacher")
+            # only a finetune run can teach: its kind is the one looked for
+            found = _named_run(self.output, distill.teacher, "distill.teacher", layout.FINETUNE)
             layout.require_kind(
                 Path(found), layout.FINETUNE, "distill.teacher", "name a finetune run"
             )
@@ -140,6 +142,8 @@ class Config(Section):
         return self.data.image_size
 
 
-def _named_run(output: Output, marker: str, where: str) -> str:
-    """The newest finished run named by a `run:NAME` marker, under `output.runs_dir`."""
-    return str(newest_finished_run(output.runs_dir, marker[len(RUN_PREFIX) :], where=where))
+def _named_run(output: Output, marker: str, where: str, kind: str | None = None) -> str:
+    """The newest finished run named by a `run:NAME[:KIND]` marker, under `output.runs_dir`;
+    `kind`: the kind to take when the marker names none."""
+    name, named_kind = split_run_reference(marker)
+    return str(newest_finished_run(output.runs_dir, name, where, named_kind or kind))

@@ -161,7 +161,8 @@ class Model(Section):
     """Where the backbone starts: `imagenet` (Keras's download and cache), `none` (from
     scratch), a `.weights.h5` / `.h5` / `.keras` file, a finished run directory (its trained
     backbone; its head is not used), or `{run: NAME}`: the newest finished run of that name in
-    `output.runs_dir`."""
+    `output.runs_dir`; `{run: NAME, kind: pretrain}` (or `finetune`): of that kind (needed when
+    runs of both kinds carry the name)."""
     freeze: FreezeSpec = Freeze(mode="all")
     """Which backbone layers stay frozen, counted as in `backbone.layers`: `all`, `none`,
     `{first: N}` (layers 0..N-1), `{until: LAYER_NAME}` (every layer before it),

@@ -123,8 +123,14 @@ class Train(Section):
     CPU (where float16 measured 3-4x slower and bfloat16 gained nothing)."""
     early_stopping: EarlyStopping | None = None
     """Stop a phase early, e.g. `{monitor: val_loss, patience: 3, min_delta: 0.0}`; null: off."""
-    restore_best: bool = True
-    """Each phase ends on its best epoch (by `val_loss`, or the early-stopping monitor)."""
+    restore_best: Literal["run", "phase", False] = "run"
+    """What model.keras holds, by `val_loss` (or the early-stopping monitor): `run`, the best
+    epoch of the whole run; `phase`, each phase ends on its own best epoch and the last phase's
+    is saved; `false`, the last epoch. With `run` and `phase` each phase ends on its best (the
+    next starts from it). `true` (configs before 0.3) reads as `run`."""
+    keep_checkpoints: bool = False
+    """Keep checkpoints/' weights files when the run finishes (false: they are removed, and
+    checkpoints/state.json, the run's finished mark, stays; a finished run is never resumed)."""
     class_weight: Literal["none", "balanced"] = "none"
     """`balanced`: weight each class's loss by the inverse of its share of the training
     labels."""
@@ -139,6 +145,11 @@ class Train(Section):
     phases: Annotated[list[Phase], Field(min_length=1)] = list(DEFAULT_PHASES)
     """The phases, run in order, each compiled afresh; `--set` reaches one by its index, e.g.
     `train.phases.0.epochs`."""
+
+    @field_validator("restore_best", mode="before")
+    @classmethod
+    def _restore_best(cls, value: Any) -> Any:
+        return "run" if value is True else value
 
     @field_validator("feature_cache", "mixed_precision", mode="before")
     @classmethod

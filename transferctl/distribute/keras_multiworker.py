@@ -11,6 +11,12 @@ places of keras/src/backend/tensorflow/trainer.py, both only when the strategy s
   for input with 0 dimensions"). `axis=None` (an element-wise mean over replicas) is right for
   scalars and for any metric's vector alike.
 
+The first fix is needed by `MirroredStrategy` on one machine too: where a batch splits unevenly
+over the replicas (a split smaller than one global batch, an epoch's short last batch: 5 images
+on 2 replicas are 3 + 2), the element-wise MEAN of the replicas' batches fails ("AddN must have
+the same size and shape [3,32,32,3] != [2,32,32,3]"). Mirrored training applies it too, and,
+where Keras's code is not the verified one, goes on without it (Keras's own behaviour).
+
 With both replaced, fit, evaluate and predict run unchanged on every worker (the whole training
 loop: callbacks, BatchNorm statistics, the feature cache, checkpoints). The replacement is
 applied only when the two functions are exactly the code it was written against (a hash of their
@@ -62,11 +68,15 @@ def check() -> list[str]:
     ]
 
 
-def apply() -> None:
+def apply(required: bool = True) -> None:
     """Replace the two functions (once per process).
 
+    Args:
+        required: multi-worker training cannot run without the fix: Keras code that differs
+            from the verified code is an error. Not required (mirrored), nothing is replaced.
+
     Raises:
-        UserError: Keras's code differs from the code the fix was verified on.
+        UserError: Keras's code differs from the code the fix was verified on (`required`).
     """
     from transferctl import runtime
 
@@ -74,6 +84,8 @@ def apply() -> None:
     if _applied:
         return
     changed = check()
+    if changed and not required:
+        return
     if changed:
         raise UserError(
             "runtime.distribution",
@@ -83,7 +95,7 @@ def apply() -> None:
             f"install keras=={VERIFIED[-1]}, or train on one machine (runtime.distribution: "
             "none or mirrored)",
         )
-    if keras.__version__ not in VERIFIED:
+    if keras.__version__ not in VERIFIED and required:
         print(
             f"warning: multi-worker fit is patched for Keras {', '.join(VERIFIED)}; Keras "
             f"{keras.__version__} has the same code, so the patch is applied unverified",
@@ -110,9 +122,10 @@ def _local(strategy: Any, value: Any) -> Any:
 
 
 def _maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
-    """As Keras's, but the shapes come from this worker's first replica, not an all-reduce."""
+    """As Keras's, but the shapes come from this worker's first replica, not an all-reduce
+    (under any strategy: replicas' batches of different sizes cannot be averaged)."""
     strategy = self._distribute_strategy
-    if strategy is None or not multi_worker(strategy):
+    if strategy is None:
         _applied["TensorFlowTrainer._maybe_symbolic_build"](self, iterator, data_batch)
         return
     from keras.src import tree

@@ -212,6 +212,9 @@ def setup(runtime_config: Any, per_replica_batch_size: int) -> Distribution:
         if gpus == 0:
             devices = [device.name for device in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
+        from transferctl.distribute import keras_multiworker
+
+        keras_multiworker.apply(required=False)  # batches that split unevenly (the docstring)
     return Distribution(
         choice.strategy,
         int(strategy.num_replicas_in_sync),

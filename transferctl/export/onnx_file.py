@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,22 @@ def write(
 
 def predict(target: Path, samples: Samples) -> dict[str, np.ndarray]:
     """Run the file in onnxruntime on the samples as decoded (their own sizes)."""
-    onnxruntime = extras.load("onnxruntime", "onnx")
-    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    outputs = [session.run([OUTPUT], {INPUT: raw[np.newaxis]})[0][0] for raw in samples.raw]
-    return {"model": np.stack(outputs)}
+    return {"model": Runner(target)(samples.raw)}
+
+
+class Runner:
+    """model.onnx in onnxruntime: uint8 RGB images of any size (each its own call, or one
+    batch of one size) -> probabilities [B, C]."""
+
+    def __init__(self, target: Path) -> None:
+        onnxruntime = extras.load("onnxruntime", "onnx")
+        self.session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        if isinstance(images, np.ndarray):  # one batch, one size
+            return np.asarray(self.session.run([OUTPUT], {INPUT: images})[0], np.float32)
+        outputs = [self.session.run([OUTPUT], {INPUT: raw[np.newaxis]})[0][0] for raw in images]
+        return np.stack(outputs).astype(np.float32)
 
 
 def _tf2onnx() -> Any:

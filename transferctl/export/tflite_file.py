@@ -125,15 +125,31 @@ def integer_only_problems(target: Path) -> list[str]:
 
 def predict(target: Path, samples: Samples) -> dict[str, np.ndarray]:
     """Run the file in the LiteRT interpreter on the samples, one image per call."""
-    runner = _interpreter(target).get_signature_runner(SIGNATURE)
-    ((input_name, input_details),) = runner.get_input_details().items()
-    ((output_name, output_details),) = runner.get_output_details().items()
-    outputs = []
-    for image in samples.resized:
-        value = _quantize(image[np.newaxis], input_details)
-        result = runner(**{input_name: value})[output_name]
-        outputs.append(_dequantize(result, output_details)[0])
-    return {SIGNATURE: np.stack(outputs)}
+    return {SIGNATURE: Runner(target)(samples.resized)}
+
+
+class Runner:
+    """A .tflite file in the LiteRT interpreter: float32 RGB 0-255 images [B, H, W, 3] at its
+    input size -> probabilities [B, C], one image per call (the file's batch is 1); an int8
+    file's input and output are (de)quantized here."""
+
+    def __init__(self, target: Path) -> None:
+        self.runner = _interpreter(target).get_signature_runner(SIGNATURE)
+        ((self.input_name, self.input_details),) = self.runner.get_input_details().items()
+        ((self.output_name, self.output_details),) = self.runner.get_output_details().items()
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        shape = self.input_details["shape"]
+        return int(shape[1]), int(shape[2])
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        outputs = []
+        for image in images:
+            value = _quantize(image[np.newaxis], self.input_details)
+            result = self.runner(**{self.input_name: value})[self.output_name]
+            outputs.append(_dequantize(result, self.output_details)[0])
+        return np.stack(outputs).astype(np.float32)
 
 
 def _serving_function(model: Any, image_size: tuple[int, int]) -> Any:

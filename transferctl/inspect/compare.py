@@ -49,6 +49,8 @@ class RunSummary:
     val: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    kind: str = rundir.FINETUNE  # env.json's (pretrain runs score the reconstruction: `mse`)
+    kept: dict[str, Any] | None = None  # metrics.json's: the epoch model.keras holds
 
     @property
     def epochs(self) -> int:
@@ -70,7 +72,9 @@ class RunSummary:
         return {
             "run": self.label,
             "path": str(self.path),
+            "kind": self.kind,
             "status": self.status,
+            "kept": self.kept,
             "val": self.val,
             "test": self.test,
             "epochs": self.epochs,
@@ -145,11 +149,14 @@ def load_run(path: Path) -> RunSummary:
         finished=finished,
         config=flatten(config),
         history=load_history(run / rundir.HISTORY),
+        kind=rundir.run_kind(run),
     )
     if finished and metrics is not None:
         for split in SPLITS:
-            setattr(summary, split, _scores(metrics.get(split)))
+            setattr(summary, split, _scores(metrics.get(split), summary.kind))
         summary.baselines = baselines(metrics)
+        kept = metrics.get("kept")
+        summary.kept = kept if isinstance(kept, dict) else None
     return summary
 
 
@@ -195,10 +202,13 @@ def baselines(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return found
 
 
-def _scores(entry: Any) -> dict[str, float]:
+def _scores(entry: Any, kind: str = rundir.FINETUNE) -> dict[str, float]:
+    """A split's scores: `accuracy` and `loss`; a pretrain run's `mse` (its loss is the
+    reconstruction's, not a classifier's, and is never put beside one)."""
     if not isinstance(entry, Mapping):
         return {}
-    scores = {key: _finite(entry.get(key)) for key in ("accuracy", "loss")}
+    keys = ("mse",) if kind == rundir.PRETRAIN else ("accuracy", "loss")
+    scores = {key: _finite(entry.get(key)) for key in keys}
     return {key: value for key, value in scores.items() if value is not None}
 
 

@@ -1,4 +1,5 @@
-"""The model `predict` runs: a run directory, a `.keras` file, an export folder or a SavedModel.
+"""The model `predict` runs: a run directory, a `.keras` file, an export folder or a SavedModel
+(model.onnx and .tflite files: `predict/exported.py`).
 
 A model is a run directory (its `model.keras`), a `.keras` file (class names from the
 `labels.txt` beside it), an export folder, or an exported SavedModel (`export/saved_model/`,
@@ -28,7 +29,10 @@ DEFAULT_SAVED_MODEL_SIZE = (224, 224)
 SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_FOLDER = "saved_model"  # in an export folder (export.saved_model.NAME)
 WHERE = "RUN_DIR|MODEL"
-MODEL_KINDS = "pass a run directory, a .keras file or an exported saved_model folder"
+MODEL_KINDS = (
+    "pass a run directory, a .keras file, an exported saved_model folder, model.onnx or a "
+    ".tflite file"
+)
 
 
 def load_keras_model(path: Path) -> Any:
@@ -105,8 +109,12 @@ def load_classifier(target: Path) -> Classifier:
     if not target.exists():
         raise UserError(WHERE, f"{target} not found", MODEL_KINDS)
     if target.is_file():
+        if target.suffix in (".onnx", ".tflite"):
+            from transferctl.predict.exported import load_exported
+
+            return load_exported(target)
         if target.suffix != ".keras":
-            raise UserError(WHERE, f"{target} is not a .keras file", MODEL_KINDS)
+            raise UserError(WHERE, f"{target} is not a .keras, .onnx or .tflite file", MODEL_KINDS)
         return _keras_file(target)
     if (target / SAVED_MODEL_FILE).is_file():
         return _saved_model(target)

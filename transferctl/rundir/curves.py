@@ -1,9 +1,11 @@
-"""Training curves: `curves.png` in every run directory, and the overlay `compare --plot` draws.
+"""Training curves: `curves.png` in every run directory (the overlay `compare --plot` draws is
+`rundir/overlay.py`, with the same lines and axes).
 
 `curves.png` has two panels, loss and accuracy, each with the training and the validation line per
 epoch; phases are shaded in turn, separated by vertical lines and named at the top of their span,
-and the epoch each phase kept (its best, restored) is ringed. Everything is read from the run's
-`history.csv` (and `metrics.json` for the kept epochs), so it can be drawn again at any time.
+and the epoch model.keras holds (metrics.json's `kept`) is ringed and named in the title; runs
+written before `kept` ring the epoch each phase restored. Everything is read from the run's
+`history.csv` (and `metrics.json` for the kept epoch), so it can be drawn again at any time.
 Matplotlib is imported inside the functions and drawn with its Agg canvas (no display, no pyplot
 global state), so importing this module stays cheap and never loads TensorFlow.
 """
@@ -30,8 +32,6 @@ LOG_LOSS_RATIO = 30.0
 # Up to this many epochs every point gets a marker (a one-epoch run is a single point).
 MARKERS_UP_TO = 40
 PHASE_FONT = 8.5
-OVERLAY_STYLES = ("-", "--", "-.", ":")
-OVERLAY_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def curves_figure(
     Args:
         history: the epochs, in order (as `load_history` returns them).
         title: drawn above the panels.
-        kept_epochs: epochs (1-based, as in history.csv) that phases restored as their best;
-            ringed on the validation line. Defaults to none.
+        kept_epochs: epochs (1-based, as in history.csv) that were kept (the one model.keras
+            holds); ringed on the validation line. Defaults to none.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -119,9 +119,9 @@ def _metric_panel(axes: Any, history: Sequence[Epoch], metric: str, kept_epochs:
         axes.set_axis_off()
         return
     _shade_phases(axes, history)
-    _line(axes, epochs, train, "train", TRAIN_COLOR, "-", marker)
+    draw_line(axes, epochs, train, "train", TRAIN_COLOR, "-", marker)
     if any(value is not None for value in val):
-        _line(axes, epochs, val, "validation", VAL_COLOR, "--", marker)
+        draw_line(axes, epochs, val, "validation", VAL_COLOR, "--", marker)
         kept = [
             (e, v) for e, v in zip(epochs, val, strict=True) if e in kept_epochs and v is not None
         ]
@@ -134,16 +134,16 @@ def _metric_panel(axes: Any, history: Sequence[Epoch], metric: str, kept_epochs:
                 edgecolors="black",
                 linewidths=1.2,
                 zorder=4,
-                label="kept (each phase's best epoch)",
+                label="kept (the epoch model.keras holds)",
             )
     axes.set_xlabel("epoch")
     axes.set_ylabel(metric)
     axes.set_title(metric, fontsize=10, pad=18)
-    _epoch_axis(axes, epochs)
+    epoch_axis(axes, epochs)
     if metric == "loss":
         _loss_scale(axes, [v for v in train + val if v is not None])
     else:
-        _accuracy_limits(axes, [v for v in train + val if v is not None])
+        accuracy_limits(axes, [v for v in train + val if v is not None])
     axes.grid(True, axis="y", color="0.88", linewidth=0.6)
     axes.set_axisbelow(True)
     _name_phases(axes, history)
@@ -178,58 +178,6 @@ def write_run_curves(run_dir: Path, console: Any | None = None) -> Path | None:
             print(f"warning: {line}", file=sys.stderr)
         return None
     return path
-
-
-def overlay_figure(curves: Sequence[tuple[str, Sequence[Epoch]]], title: str) -> Any:
-    """A matplotlib `Figure`: every run's validation accuracy per epoch, one line each.
-
-    Args:
-        curves: (label, history) per run, in legend order; a run without validation values
-            is listed in the legend as such.
-        title: drawn above the plot.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4.8), dpi=120, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    colors = _colors(len(curves))
-    markers = max((len(history) for _, history in curves), default=0) <= MARKERS_UP_TO
-    all_epochs: list[int] = []
-    values: list[float] = []
-    for index, ((label, history), color) in enumerate(zip(curves, colors, strict=True)):
-        epochs = [row.epoch for row in history]
-        accuracy = [row.val_accuracy for row in history]
-        if not any(value is not None for value in accuracy):
-            axes.plot([], [], color=color, label=f"{label} (no validation values)")
-            continue
-        # styles and markers cycle too, so runs whose curves coincide stay visible
-        style = OVERLAY_STYLES[index % len(OVERLAY_STYLES)]
-        marker = OVERLAY_MARKERS[index % len(OVERLAY_MARKERS)] if markers else None
-        _line(axes, epochs, accuracy, label, color, style, marker)
-        all_epochs += epochs
-        values += [value for value in accuracy if value is not None]
-    axes.set_title(title, fontsize=11)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("validation accuracy")
-    if all_epochs:
-        _epoch_axis(axes, all_epochs)
-        _accuracy_limits(axes, values)
-    axes.grid(True, color="0.9", linewidth=0.6)
-    axes.set_axisbelow(True)
-    # beside the plot, where it never hides a curve
-    figure.legend(
-        loc="outside right upper", fontsize=8.5, ncol=1 if len(curves) <= 16 else 2, frameon=False
-    )
-    return figure
-
-
-def save_overlay(curves: Sequence[tuple[str, Sequence[Epoch]]], path: Path, title: str) -> None:
-    """Draw `overlay_figure` into a PNG file at `path`, atomically."""
-    figure = overlay_figure(curves, title)
-    with rundir.atomic_path(path, suffix=".png") as temporary:
-        figure.savefig(str(temporary), format="png")
 
 
 def _epoch(row: dict[str, str]) -> Epoch:
@@ -298,7 +246,7 @@ def _name_phases(axes: Any, history: Sequence[Epoch]) -> None:
         )
 
 
-def _line(
+def draw_line(
     axes: Any,
     epochs: Sequence[int],
     values: Sequence[float | None],
@@ -321,7 +269,7 @@ def _line(
     )
 
 
-def _epoch_axis(axes: Any, epochs: Sequence[int]) -> None:
+def epoch_axis(axes: Any, epochs: Sequence[int]) -> None:
     from matplotlib.ticker import MaxNLocator
 
     first, last = min(epochs), max(epochs)
@@ -339,7 +287,7 @@ def _loss_scale(axes: Any, values: Sequence[float]) -> None:
         axes.set_ylabel("loss (log scale)")
 
 
-def _accuracy_limits(axes: Any, values: Sequence[float]) -> None:
+def accuracy_limits(axes: Any, values: Sequence[float]) -> None:
     """Autoscaled, but never past 0 and 1, and never a sliver narrower than 0.1."""
     if not values:
         return
@@ -354,36 +302,44 @@ def _accuracy_limits(axes: Any, values: Sequence[float]) -> None:
     axes.set_ylim(bottom - margin, top + margin)
 
 
-def _colors(count: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    if count <= 10:
-        return [colormaps["tab10"](index) for index in range(count)]
-    return [colormaps["turbo"](index / max(count - 1, 1)) for index in range(count)]
-
-
 def _run_title(run_dir: Path, history: Sequence[Epoch]) -> str:
-    title = run_dir.name
-    scored = [row for row in history if row.val_accuracy is not None]
-    if scored:
-        best = max(scored, key=lambda row: row.val_accuracy or 0.0)
-        title += f": best validation accuracy {best.val_accuracy:.4f} (epoch {best.epoch})"
-    elif any(row.val_loss is not None for row in history):
-        lowest = min(
-            (row for row in history if row.val_loss is not None), key=lambda row: row.val_loss or 0
-        )
-        title += f": lowest validation loss {lowest.val_loss:.4g} (epoch {lowest.epoch})"
-    return title
+    """The run's name, and the epoch model.keras holds (runs before `kept`: the best one)."""
+    kept = _metrics(run_dir).get("kept")
+    if isinstance(kept, dict) and kept.get("epoch") is not None:
+        value = kept.get("value")
+        score = f", {kept.get('monitor')} {value:.4g}" if isinstance(value, int | float) else ""
+        return f"{run_dir.name}: model.keras is epoch {kept['epoch']} ({kept.get('phase')}{score})"
+    for metric, pick, label in (
+        ("val_accuracy", max, "best validation accuracy"),
+        ("val_loss", min, "lowest validation loss"),
+    ):
+        scored = [row for row in history if getattr(row, metric) is not None]
+        if scored:
+            best = pick(scored, key=lambda row: getattr(row, metric))
+            return f"{run_dir.name}: {label} {getattr(best, metric):.4g} (epoch {best.epoch})"
+    return run_dir.name
 
 
 def _kept_epochs(run_dir: Path) -> list[int]:
-    """Each phase's restored best epoch, from metrics.json; [] when it is not there."""
+    """The epoch model.keras holds (metrics.json's `kept`); for a run written before it, each
+    phase's restored best epoch; [] when neither is there."""
+    metrics = _metrics(run_dir)
     try:
-        metrics = json.loads((run_dir / rundir.METRICS).read_text(encoding="utf-8"))
+        if isinstance(metrics.get("kept"), dict):
+            epoch = metrics["kept"].get("epoch")
+            return [] if epoch is None else [int(epoch)]
         phases = metrics["training"]["phases"]
         return [int(phase["best_epoch"]) for phase in phases if phase.get("best_epoch")]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return []
+
+
+def _metrics(run_dir: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads((run_dir / rundir.METRICS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def _shorten(name: str, limit: int) -> str:

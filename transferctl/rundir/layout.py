@@ -31,6 +31,7 @@ BAD_FILES = "bad_files.txt"
 CURVES = "curves.png"
 RECONSTRUCTIONS = "reconstructions.png"  # a pretrain run's inputs above their reconstructions
 STATE = "state.json"  # inside checkpoints/: the training state, `finished` among it
+KEPT_WEIGHTS_PREFIX = "kept-phase-"  # inside checkpoints/: the kept model (train/kept.py)
 EVAL = "eval"
 EXPORT = "export"
 

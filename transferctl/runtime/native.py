@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Literal
 
@@ -79,6 +80,66 @@ def native_output(
 def quiet_native_stderr() -> contextlib.AbstractContextManager[None]:
     """TensorFlow's native log lines on stderr dropped; every other line printed after."""
     return native_output(replay="always", keep=lambda line: not _TF_NOISE.match(line))
+
+
+@contextlib.contextmanager
+def native_stderr_filtered() -> Iterator[None]:
+    """For a whole command (a training run): TensorFlow's native log lines are dropped as they
+    come, and every other native line passes at once, so nothing is held back from the
+    progress display. Descriptor 2 goes into a pipe that a thread reads line by line; Python's
+    own `sys.stderr`, where it is descriptor 2, moves to a copy of the real one, so rich's
+    output never takes the detour. `--debug` lets everything through."""
+    if debug_enabled():
+        yield
+        return
+    _flush()
+    original = os.dup(STDERR)
+    read_end, write_end = os.pipe()
+    swapped = sys.stderr if _is_descriptor(sys.stderr, STDERR) else None
+    if swapped is not None:
+        sys.stderr = os.fdopen(os.dup(original), "w", buffering=1, encoding=swapped.encoding)
+    os.dup2(write_end, STDERR)
+    os.close(write_end)
+    forward = threading.Thread(target=_forward, args=(read_end, original), daemon=True)
+    forward.start()
+    _FILTERED.append(original)
+    try:
+        yield
+    finally:
+        _FILTERED.remove(original)
+        _flush()
+        os.dup2(original, STDERR)  # the pipe's last writer closes: the thread reads its end
+        forward.join(timeout=5)
+        if swapped is not None:
+            sys.stderr.close()
+            sys.stderr = swapped
+        os.close(original)
+
+
+# the real descriptor 2 of each `native_stderr_filtered` block open now
+_FILTERED: list[int] = []
+
+
+def before_exec() -> None:
+    """The real stderr back on descriptor 2 before the process replaces itself (`os.execv`):
+    the filter's thread does not survive the exec, and its pipe would then have no reader."""
+    sys.stderr.flush()
+    if _FILTERED:
+        os.dup2(_FILTERED[0], STDERR)
+
+
+def _forward(read_end: int, target: int) -> None:
+    with os.fdopen(read_end, "rb") as pipe:
+        for raw in pipe:
+            if not _TF_NOISE.match(raw.decode("utf-8", "replace")):
+                os.write(target, raw)
+
+
+def _is_descriptor(stream: object, descriptor: int) -> bool:
+    try:
+        return stream.fileno() == descriptor  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False  # a test runner's buffer, or a closed stream
 
 
 def native_stderr_dropped() -> contextlib.AbstractContextManager[None]:

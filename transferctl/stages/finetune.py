@@ -67,6 +67,8 @@ def _train(opening: lifecycle.Opening) -> RunResult:
     model = without_legacy_layer(model)  # a resumed 0.1 run too ends with a portable model
     opening.save_model(path, model)
     metrics = final_metrics(model, data)
+    if result.kept is not None:
+        metrics["kept"] = result.kept
     probes = [phase["linear_probe"] for phase in result.phases if "linear_probe" in phase]
     if probes:
         metrics["linear_probe"] = probes[0]  # the first frozen backbone's features
@@ -132,6 +134,13 @@ def _announce(
         + (f"; {spread.describe()}" if spread.distributed else ""),
         highlight=False,
     )
+    source = Path(config.model.weights)
+    if source.is_dir() and opening.state is None:
+        console.print(
+            f"weights: the backbone of the {rundir.run_kind(source)} run {source} (its "
+            f"{rundir.MODEL}; the head starts new)",
+            highlight=False,
+        )
     if teacher is not None:
         console.print(
             f"distilling from the teacher {teacher.run_dir} (temperature "

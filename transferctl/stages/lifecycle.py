@@ -203,6 +203,9 @@ class Opening:
         try:
             yield
         except KeyboardInterrupt:
+            from transferctl.train.progress import stop_progress
+
+            stop_progress()  # the error line below the bars, not on them
             raise Interrupted(path, self.stage.kind) from None
 
     def save_model(self, path: Path, model: Any) -> None:
@@ -224,6 +227,10 @@ class Opening:
         write_run_curves(path, self.console)  # a failure to draw only warns
         state = checkpoint.load_state(path / rundir.CHECKPOINTS) or TrainState()
         state.finished = True
+        if not self.config.train.keep_checkpoints:
+            # nothing resumes a finished run: its weights files go (the commit removes the
+            # files the state no longer names); state.json stays, the run's finished mark
+            state.weights = state.best_weights = state.kept = None
         checkpoint.commit(path / rundir.CHECKPOINTS, state)
         return RunResult(run_dir=path, metrics=metrics)
 

@@ -44,6 +44,7 @@ from transferctl.distribute.cluster import Cluster
 from transferctl.errors import UserError
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
+from transferctl.runtime import native
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -244,6 +245,7 @@ def restart(cluster: Cluster, run_dir: Path, error: BaseException) -> None:
     os.environ[RESTARTS_VARIABLE] = f"{count}:{point}"
     sys.stdout.flush()
     argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    native.before_exec()
     os.execv(sys.executable, [sys.executable, *argv[1:]])
 
 

@@ -88,7 +88,7 @@ def train_autoencoder(
     )
     _announce(console, pretrain, report, state, resuming)
     epochs.fit(lambda done: _training(data, done), pretrain.epochs)
-    best_epoch = epochs.end(PHASE, "pretrain.learning_rate", train_config.restore_best)
+    best_epoch = epochs.end(PHASE, "pretrain.learning_rate", train_config.restore_best is not False)
     result.phases = [
         {
             "name": PHASE,

@@ -1,4 +1,5 @@
-"""Keras callbacks for a phase: validation, best weights, history, checkpoints, progress.
+"""Keras callbacks for a phase: validation, best weights, history, checkpoints (the progress
+display: `train/progress.py`).
 
 Validation runs in a callback rather than through `fit(validation_data=...)`, so that in phases
 where BatchNorm trains its statistics are recomputed exactly *before* the epoch is scored: the
@@ -16,16 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from transferctl import runtime
 from transferctl.model.batchnorm import recompute_statistics
@@ -274,98 +265,3 @@ class EpochCheckpoint(Callback):
             self.state.early_stopping_best = None if best is None else float(best)
         self.state.phase_stopped = bool(self.model.stop_training)
         checkpoint.save(self.model, self.folder, self.state, best_model_weights=self.best.improved)
-
-
-class ProgressDisplay(Callback):
-    """A rich progress bar per phase on a terminal; one plain line per epoch otherwise.
-
-    `async_safe` (see `NaNGuard`): rich's `Progress` is thread-safe, and a batch hook that
-    finishes after a later one's does not move the bar back.
-    """
-
-    async_safe = True
-
-    def __init__(
-        self,
-        console: Console,
-        phase: str,
-        first_epoch: int,
-        phase_epochs: int,
-        total_epochs: int,
-        steps: int,
-    ) -> None:
-        super().__init__()
-        self.console = console
-        self.phase = phase
-        self.first_epoch = first_epoch
-        self.phase_epochs = phase_epochs
-        self.total_epochs = total_epochs
-        self.steps = steps
-        self.progress: Progress | None = None
-        self.epoch_task: Any = None
-        self.batch_task: Any = None
-        self.started = 0.0
-        self.shown = 0  # batches the bar shows done in this epoch
-        self.lock = threading.Lock()
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if not self.console.is_terminal:
-            return
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self.progress.start()
-        self.epoch_task = self.progress.add_task(
-            f"[bold]{self.phase}[/] epochs", total=self.phase_epochs, metrics=""
-        )
-        self.batch_task = self.progress.add_task("  batches", total=self.steps, metrics="")
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.started = time.perf_counter()
-        if self.progress is not None:
-            # a resumed phase, or a later step of gradual unfreezing, starts part-way through
-            self.progress.update(self.epoch_task, completed=epoch - self.first_epoch)
-            self.progress.reset(self.batch_task, total=self.steps, metrics="")
-        self.shown = 0
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.progress is None:
-            return
-        with self.lock:
-            if batch + 1 <= self.shown:
-                return
-            self.shown = batch + 1
-            self.progress.update(
-                self.batch_task, completed=batch + 1, metrics=_format(logs or {}, "train")
-            )
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        if self.progress is not None:
-            self.progress.update(self.epoch_task, advance=1, metrics=_format(logs, "all"))
-            return
-        seconds = time.perf_counter() - self.started
-        self.console.print(
-            f"{self.phase} epoch {epoch + 1 - self.first_epoch}/{self.phase_epochs} "
-            f"(run epoch {epoch + 1}/{self.total_epochs}): {_format(logs, 'all')} "
-            f"[{seconds:.1f}s]",
-            highlight=False,
-            soft_wrap=True,
-        )
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-def _format(logs: dict[str, Any], which: str) -> str:
-    keys = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if which == "all" else [])
-    return " ".join(f"{key} {logs[key]:.4f}" for key in keys if logs.get(key) is not None)

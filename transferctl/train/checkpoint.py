@@ -47,6 +47,8 @@ class TrainState:
     early_stopping_best: float | None = None
     finished: bool = False
     phases_done: list[dict[str, Any]] = field(default_factory=list)
+    # the kept epoch and its weights file (`train/kept.py`), None before a phase has ended
+    kept: dict[str, Any] | None = None
     # sha256 of the files resuming relies on, by path in the run directory; {} in state files
     # written before checksums were recorded (those resume with existence checks only)
     checksums: dict[str, str] = field(default_factory=dict)
@@ -60,6 +62,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "int | None": (int, type(None)),
     "list[dict[str, Any]]": (list,),
     "dict[str, str]": (dict,),
+    "dict[str, Any] | None": (dict, type(None)),
 }
 
 
@@ -131,8 +134,16 @@ def verify_run_files(
         return
     if check_labels:
         _verify(run_dir, rundir.LABELS, sums, LABELS_FIX)
-    for name in dict.fromkeys(n for n in (state.weights, state.best_weights) if n is not None):
+    for name in weights_files(state):
         _verify(run_dir, f"{rundir.CHECKPOINTS}/{name}", sums, WEIGHTS_FIX)
+
+
+def weights_files(state: TrainState) -> list[str]:
+    """The weights files in checkpoints/ that `state` relies on: the last epoch's, the span's
+    best and the kept model's."""
+    kept = (state.kept or {}).get("weights")
+    names = (state.weights, state.best_weights, kept if isinstance(kept, str) else None)
+    return list(dict.fromkeys(name for name in names if name is not None))
 
 
 CONFIG_FIX = (
@@ -265,16 +276,17 @@ def commit(folder: Path, state: TrainState) -> None:
 def _commit(folder: Path, state: TrainState) -> None:
     state.checksums = _checksums(folder, state)
     rundir.write_text(folder / rundir.STATE, json.dumps(asdict(state), indent=2) + "\n")
-    keep = {state.weights, state.best_weights, rundir.STATE}
-    for path in folder.glob("epoch-*.weights.h5"):
-        if path.name not in keep:
-            path.unlink(missing_ok=True)
+    keep = {*weights_files(state), rundir.STATE}
+    for pattern in ("epoch-*.weights.h5", f"{rundir.KEPT_WEIGHTS_PREFIX}*.weights.h5"):
+        for path in folder.glob(pattern):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
 
 
 def _checksums(folder: Path, state: TrainState) -> dict[str, str]:
     run_dir = folder.parent
     names = [rundir.CONFIG, rundir.LABELS]
-    names += [f"{folder.name}/{n}" for n in (state.weights, state.best_weights) if n is not None]
+    names += [f"{folder.name}/{name}" for name in weights_files(state)]
     return {
         name: sha256(run_dir / name) for name in dict.fromkeys(names) if (run_dir / name).is_file()
     }

@@ -43,6 +43,7 @@ from transferctl.runtime import speed
 from transferctl.train import callbacks as cb
 from transferctl.train import checkpoint
 from transferctl.train.checkpoint import TrainState
+from transferctl.train.progress import ProgressDisplay
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     phases: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    kept: dict[str, Any] | None = None  # metrics.json's `kept` (`train/kept.py`)
 
 
 @dataclass
@@ -183,7 +185,7 @@ def start(
     ]
     if console is not None:
         progress = (span.label, span.first_epoch, span.epochs, span.total_epochs, steps)
-        callbacks.append(cb.ProgressDisplay(console, *progress))
+        callbacks.append(ProgressDisplay(console, *progress))
     span_epochs = Epochs(
         model, state, folder, guard, best, validating, early, callbacks, sample, class_weight
     )

@@ -18,7 +18,7 @@ from rich.console import Console
 from transferctl.config.schema import Model, Train
 from transferctl.data import DataBundle
 from transferctl.rundir import layout as rundir
-from transferctl.train import driver
+from transferctl.train import driver, kept
 from transferctl.train.checkpoint import TrainState
 from transferctl.train.driver import TrainResult, read_history
 from transferctl.train.phases import Run, compile_model, train_phase
@@ -64,5 +64,8 @@ def train(
         if index >= state.phase_index:
             state = train_phase(run, index, phase, state)
             result.phases = list(state.phases_done)
+    last = len(train_config.phases) - 1
+    kept_epoch = kept.restore(model, run.folder, state, last, train_config.restore_best)
+    result.kept = None if kept_epoch is None else kept_epoch.record()
     result.seconds = time.perf_counter() - started
     return result

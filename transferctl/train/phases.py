@@ -22,7 +22,7 @@ from transferctl.distribute import strategy as distribution
 from transferctl.model.freezing import FreezeReport, apply_freeze, frozen_indices, release_top
 from transferctl.rundir import layout as rundir
 from transferctl.runtime import speed
-from transferctl.train import driver, head_start, layer_rates, unfreeze
+from transferctl.train import driver, head_start, kept, layer_rates, unfreeze
 from transferctl.train.checkpoint import TrainState
 from transferctl.train.head_start import PhaseInputs
 from transferctl.train.optimizers import make_optimizer
@@ -121,10 +121,25 @@ def train_phase(run: Run, index: int, phase: Phase, state: TrainState) -> TrainS
     _announce(run, phase, freezing, factors, state, resuming)
     _train_steps(run, phase, freezing, epochs, inputs, factors)
     where = f"train.phases.{index}"
+    restore_best = run.train_config.restore_best
     best_epoch = epochs.end(
-        where, f"{where}.learning_rate (or add label_smoothing)", run.train_config.restore_best
+        where, f"{where}.learning_rate (or add label_smoothing)", restore_best is not False
     )
-    return _finish(run, phase, freezing, inputs, factors, state, best_epoch)
+    state = _finish(run, phase, freezing, inputs, factors, state, best_epoch)
+    kept.phase_ended(run.model, run.folder, state, _ended(run, index, phase, epochs), restore_best)
+    return state
+
+
+def _ended(run: Run, index: int, phase: Phase, epochs: driver.Epochs) -> kept.Kept:
+    """What the phase leaves: its best epoch where it restored one, else its last."""
+    best = epochs.best
+    if run.train_config.restore_best is not False and best.best_epoch is not None:
+        return kept.Kept(index, phase.label, best.best_epoch + 1, run.monitor, best.best)
+    last = run.rows[-1] if run.rows else {}
+    value = last.get(run.monitor)
+    epoch = int(last["epoch"]) if "epoch" in last else None
+    score = None if value is None else float(value)
+    return kept.Kept(index, phase.label, epoch, run.monitor, score)
 
 
 def compile_model(
@@ -173,6 +188,7 @@ def next_state(state: TrainState, index: int) -> TrainState:
         phase_start_epoch=state.epochs_done,
         epochs_done=state.epochs_done,
         phases_done=state.phases_done,
+        kept=state.kept,
     )
 
 
