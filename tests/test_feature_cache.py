@@ -119,6 +119,11 @@ def test_frozen_run_with_default_head_reaches_the_linear_probe(
     metrics = json.loads((run / "metrics.json").read_text())
     probe_here = _logistic_regression_test_accuracy(run)
     assert metrics["test"]["accuracy"] >= probe_here - 0.01, (metrics["test"], probe_here)
+    # finished: checkpoints/ keeps its state.json alone (the saved backbone went too), and the
+    # run directory is little more than its model
+    assert [path.name for path in (run / "checkpoints").iterdir()] == ["state.json"]
+    size = sum(path.stat().st_size for path in run.rglob("*") if path.is_file())
+    assert size <= 1.5 * (run / "model.keras").stat().st_size + 5 * 2**20, size
     assert metrics["test"]["accuracy"] > 0.35  # 5 classes: chance is 0.2
     assert set(metrics["linear_probe"]) >= {"val", "test", "C"}
     phase = metrics["training"]["phases"][0]

@@ -57,8 +57,11 @@ def run_reference(value: Any, expected: str) -> Any:
     name, kind = value.get("run"), value.get("kind")
     if not set(value) <= {"run", "kind"} or not isinstance(name, str) or not name:
         raise ValueError(f"expected {expected}; got {shorten(repr(value))}")
-    if ":" in name:
-        raise ValueError(f"`run` expects a run's name (no `:`); got {shorten(repr(name))}")
+    if not PLAIN_NAME.fullmatch(name):
+        raise ValueError(
+            f"`run` expects a run's name (letters, digits, `_`, `.`, `-`); got "
+            f"{shorten(repr(name))}; a run directory is given as the path itself"
+        )
     if "kind" not in value:
         return RUN_PREFIX + name
     if kind not in RUN_KINDS:

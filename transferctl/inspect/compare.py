@@ -22,14 +22,17 @@ from typing import Any
 
 import yaml
 
+from transferctl import files
 from transferctl.config.loader import flatten
 from transferctl.errors import UserError
+from transferctl.files import bounded_yaml
 from transferctl.labels import HELD_OUT as SPLITS
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.curves import Epoch, load_history
 
 # Config keys that say where a run was written, not how it trained.
 IGNORED_PREFIXES = ("output.",)
+JSON_MAX_BYTES = 64 * 2**20  # metrics.json and state.json are kilobytes
 STATE = Path(rundir.CHECKPOINTS) / rundir.STATE
 
 
@@ -221,7 +224,9 @@ def _finite(value: Any) -> float | None:
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = bounded_yaml.load_file(path)  # a FIFO, huge file or alias bomb: refused
+    except UserError as error:
+        raise UserError(str(path), f"damaged config ({error.what})", _DAMAGED) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise UserError(str(path), f"damaged config ({_first_line(error)})", _DAMAGED) from None
     if not isinstance(loaded, dict):
@@ -234,7 +239,7 @@ def _read_json_mapping(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
+        loaded = json.loads(files.read_regular(path, limit=JSON_MAX_BYTES).decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise UserError(str(path), f"damaged file ({_first_line(error)})", _DAMAGED) from None
     if not isinstance(loaded, dict):

@@ -8,9 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
-
 from transferctl.errors import UserError
+from transferctl.files import bounded_yaml
 from transferctl.rundir.layout import FINETUNE, is_finished, run_kind
 
 WHERE = "model.weights"
@@ -18,10 +17,11 @@ _STAMP = re.compile(r"(?P<stamp>\d{8}-\d{6})(?:-(?P<count>\d+))?")
 
 
 def run_name(run_dir: Path) -> str | None:
-    """The `name` in a run's resolved config.yaml, or None when it has none or can't be read."""
+    """The `name` in a run's resolved config.yaml, or None when it has none or can't be read
+    (read bounded: a FIFO, a huge file or an alias bomb there is skipped, not waited on)."""
     try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
+        saved = bounded_yaml.load_file(run_dir / "config.yaml")
+    except (UserError, OSError, ValueError):
         return None
     return str(saved["name"]) if isinstance(saved, dict) and saved.get("name") else None
 

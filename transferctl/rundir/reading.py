@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from transferctl import files
 from transferctl.errors import UserError
 from transferctl.rundir import layout
 from transferctl.rundir import lock as runlock
@@ -98,11 +99,18 @@ def open_run(path: Path, where: str = "RUN_DIR", verb: str = "evaluate") -> RunF
     return run
 
 
+# labels.txt is read whole: 16 MiB holds a million class names of 16 characters
+LABELS_MAX_BYTES = 16 * 2**20
+
+
 def read_labels(path: Path, empty_fix: str = "write one class name per line") -> list[str]:
     """Class names, one per line, in index order; `empty_fix` says what to do about a file
     that names none."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = files.read_regular(path, limit=LABELS_MAX_BYTES).decode("utf-8")
+    except files.NotReadable as error:
+        fix = "check the file"
+        raise UserError(str(path), f"cannot read the labels ({error.reason})", fix) from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(str(path), f"cannot read the labels ({error})", "check the file") from None
     labels = [line.strip() for line in text.splitlines() if line.strip()]

@@ -227,11 +227,14 @@ class Opening:
         write_run_curves(path, self.console)  # a failure to draw only warns
         state = checkpoint.load_state(path / rundir.CHECKPOINTS) or TrainState()
         state.finished = True
-        if not self.config.train.keep_checkpoints:
-            # nothing resumes a finished run: its weights files go (the commit removes the
-            # files the state no longer names); state.json stays, the run's finished mark
+        keep = self.config.train.keep_checkpoints
+        if not keep:
+            # nothing resumes a finished run: its weights files go; state.json stays, the
+            # run's finished mark
             state.weights = state.best_weights = state.kept = None
         checkpoint.commit(path / rundir.CHECKPOINTS, state)
+        if not keep:
+            checkpoint.drop_all_but_state(path / rundir.CHECKPOINTS)
         return RunResult(run_dir=path, metrics=metrics)
 
 

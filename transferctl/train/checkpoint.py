@@ -283,6 +283,14 @@ def _commit(folder: Path, state: TrainState) -> None:
                 path.unlink(missing_ok=True)
 
 
+def drop_all_but_state(folder: Path) -> None:
+    """Every file in checkpoints/ but state.json removed (a finished run: the feature cache's
+    saved backbone too)."""
+    for path in folder.iterdir():
+        if path.name != rundir.STATE and (path.is_file() or path.is_symlink()):
+            path.unlink(missing_ok=True)
+
+
 def _checksums(folder: Path, state: TrainState) -> dict[str, str]:
     run_dir = folder.parent
     names = [rundir.CONFIG, rundir.LABELS]
