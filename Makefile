@@ -7,7 +7,7 @@ PIP := $(BIN)/pip --disable-pip-version-check
 # train once), the longest files first (tests/conftest.py orders them; no reordering by xdist)
 WORKERS ?= 2
 
-.PHONY: install dev demo results test test-fast lint typecheck imports bench clean
+.PHONY: install dev demo demo-table results test test-fast lint typecheck imports bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: install
 # unfinished ones resumed, so a rerun continues after a crash. About 30 minutes on 2 idle cores.
 results: install
 	$(BIN)/python results/run.py
+
+# the demo's table in README.md and docs/results.md, from the demo configs for each seed
+demo-table: install
+	$(BIN)/python results/demo.py
 
 lint: dev
 	$(BIN)/ruff check transferctl tests bench results

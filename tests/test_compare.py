@@ -195,3 +195,28 @@ def test_compare_never_imports_tensorflow(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert plot.is_file()
+
+
+def test_many_runs_on_an_80_column_terminal_stay_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """12 runs do not fit 80 columns side by side: they come in several tables, each within
+    the width, every run's accuracy whole (no column squeezed to a character)."""
+    from rich.console import Console
+
+    from transferctl.commands import compare
+
+    runs = [_fake_run(tmp_path / f"run-{seed:02d}", seed, 0.5 + seed / 100) for seed in range(12)]
+
+    def terminal(*args: object, **kwargs: object) -> Console:
+        return Console(force_terminal=True, width=80, color_system=None, highlight=False)
+
+    monkeypatch.setattr(compare, "Console", terminal)
+    compare.run(runs, None, False)
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    titles = [line for line in lines if line.startswith("12 runs")]
+    assert len(titles) > 1, lines
+    for seed in range(12):
+        assert any(f"run-{seed:02d}" in line for line in lines), seed
+        assert any(f"{0.5 + seed / 100:.4f}" in line for line in lines), seed

@@ -1,8 +1,8 @@
 """runtime.distribution: the decision (pure), TRANSFERCTL_CPU_DEVICES, and mirrored training over
 two logical CPU devices through the real CLI, against a single-device run of the same config.
 
-The training runs are subprocesses: the CPU must be split before TensorFlow starts its devices,
-which in the test process other tests have long done.
+The mirrored runs are subprocesses: the CPU must be split before TensorFlow starts its devices,
+which in the test process other tests have long done; the one-device runs train in-process.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.conftest import write_config
+from transferctl.cli import app
 from transferctl.config.schema import Train
 from transferctl.distribute.strategy import (
     CPU_DEVICES_VARIABLE,
@@ -194,13 +196,14 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tiny_run: Path, image_fo
         }
         return write_config(work / f"{name}.yaml", body)
 
-    single = _transferctl("finetune", str(config("single", 48, "none")), "--quiet")
-    assert single.returncode == 0, single.stderr
+    # one device needs no CPU split: in this process
+    single = CliRunner().invoke(app, ["finetune", str(config("single", 48, "none")), "--quiet"])
+    assert single.exit_code == 0, single.output
     mirrored = _transferctl(
         "finetune", str(config("mirrored", 24, "auto")), "--quiet", cpu_devices="2"
     )
     assert mirrored.returncode == 0, mirrored.stderr
-    one, two = (Path(done.stdout.strip().splitlines()[-1]) for done in (single, mirrored))
+    one, two = (Path(out.strip().splitlines()[-1]) for out in (single.stdout, mirrored.stdout))
 
     spread = json.loads((two / "env.json").read_text())["distribution"]
     assert spread["strategy"] == "mirrored" and spread["replicas"] == 2

@@ -78,3 +78,25 @@ def test_an_oversized_labels_txt_is_refused_not_read(tiny_run: Path, tmp_path: P
     assert f"error: {run / 'labels.txt'}: cannot read the labels (file too large" in err
     assert peak < 1500, peak
     assert os.path.getsize(run / "labels.txt") == 64 * 2**20
+
+
+def test_values_whose_products_leave_float32_are_refused_by_validate(
+    tiny_run: Path, tmp_path: Path, cli: Any
+) -> None:
+    """Accepted before, then blamed on the learning rate with a numpy overflow warning."""
+    cases = {
+        "train.phases.0.backbone_lr_scale": {
+            "train": {"phases": [{"epochs": 1, "learning_rate": 1e-3, "backbone_lr_scale": 1e308}]}
+        },
+        "train.phases.0.learning_rate": {
+            "train": {"phases": [{"epochs": 1, "learning_rate": 1e35}]}
+        },
+        "distill.temperature": {"distill": {"teacher": str(tiny_run), "temperature": 1e200}},
+        "pretrain.sparsity": {"pretrain": {"sparsity": 1e38}},
+    }
+    for where, sections in cases.items():
+        config = write_config(tmp_path / "c.yaml", tiny_config(**sections))
+        result = cli("validate", config)
+        assert result.exit_code == 2, (where, result.output)
+        assert f"error: {where}: " in result.stderr, (where, result.stderr)
+        assert "Traceback" not in result.output

@@ -30,7 +30,7 @@ def test_a_wrecking_second_phase_leaves_model_keras_at_the_first_phases_best(
     tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tiny_config(
-        data={"limit": 240, "source": "digits"},
+        data={"limit": 192, "source": "digits"},
         train={"phases": PHASES},
         output={"runs_dir": str(tmp_path / "runs")},
     )

@@ -27,7 +27,7 @@ PHASES = [
 
 def _config(tmp_path: Path, name: str, **train: object) -> Path:
     config = tiny_config(
-        data={"limit": 320, "batch_size": 16, "source": "digits"},
+        data={"limit": 192, "batch_size": 16, "source": "digits"},  # 12 steps an epoch
         train={"phases": PHASES, **train},
         output={"runs_dir": str(tmp_path / "runs")},
     )
@@ -218,7 +218,7 @@ def test_deterministic_runs_have_identical_history(tmp_path: Path, cli) -> None:
     losses = []
     for index in range(2):
         config = tiny_config(
-            data={"limit": 96, "source": "digits", "augment": {"flip": "horizontal"}},
+            data={"limit": 48, "source": "digits", "augment": {"flip": "horizontal"}},
             train={
                 "deterministic": True,
                 "phases": [{"name": "only", "epochs": 2, "learning_rate": 1e-3}],
@@ -256,7 +256,7 @@ def test_step_checkpoints_resume_mid_epoch_and_changed_configs_need_force(
     tmp_path: Path, cli
 ) -> None:
     run = tmp_path / "run"
-    config = _config(tmp_path, "steps", checkpoint_every=5)  # 20 steps an epoch
+    config = _config(tmp_path, "steps", checkpoint_every=5)  # 12 steps an epoch
     process = _start(str(config), "--run-dir", str(run))
     state_file = run / "checkpoints" / "state.json"
     deadline = time.monotonic() + 240

@@ -43,54 +43,86 @@ def run(run_dirs: Sequence[Path], plot: Path | None, as_json: bool) -> None:
         Console(stderr=True, highlight=False).print(f"wrote {escape(str(plot))}")
 
 
-def comparison_table(comparison: Comparison) -> Table:
-    """Runs across; the config keys that differ, then status, metrics, epochs, seconds down."""
+def comparison_table(comparison: Comparison, shown: Sequence[int] | None = None) -> Table:
+    """Runs across (those at `shown` indices; all by default); the config keys that differ,
+    then status, metrics, epochs, seconds down. The best value is chosen over all runs."""
     runs = comparison.runs
-    table = Table(title=f"{len(runs)} runs", title_justify="left")
+    shown = range(len(runs)) if shown is None else shown
+    title = f"{len(runs)} runs" + (f" ({len(shown)} shown here)" if len(shown) < len(runs) else "")
+    table = Table(title=title, title_justify="left")
     table.add_column("")
-    for run in runs:
-        table.add_column(escape(run.label), justify="right")
-    for key, values in comparison.differences.items():
-        table.add_row(escape(key), *(escape(_config_value(value)) for value in values))
-    if not comparison.differences:
-        table.add_row("config", *(["same"] * len(runs)))
-    table.add_section()
-    if len({run.kind for run in runs}) > 1:
-        table.add_row("kind", *(run.kind for run in runs))
-    table.add_row("status", *(_status(run) for run in runs))
+    for index in shown:
+        table.add_column(escape(runs[index].label), justify="right", overflow="fold")
+    for row in _rows(comparison):
+        if row is None:
+            table.add_section()
+        else:
+            table.add_row(row[0], *(row[1][index] for index in shown))
+    return table
+
+
+def _rows(comparison: Comparison) -> list[tuple[str, list[str]] | None]:
+    """The table's rows, a cell per run; None between the config and the results."""
+    runs = comparison.runs
+    rows: list[tuple[str, list[str]] | None] = [
+        (escape(key), [escape(_config_value(value)) for value in values])
+        for key, values in comparison.differences.items()
+    ] or [("config", ["same"] * len(runs))]
+    rows.append(None)
     kinds = {run.kind for run in runs}
+    if len(kinds) > 1:
+        rows.append(("kind", [run.kind for run in runs]))
+    rows.append(("status", [_status(run) for run in runs]))
     for split in ("val", "test"):
         scores = [getattr(run, split) for run in runs]
         if not any(scores) and split == "test":
             continue
         if kinds != {rundir.PRETRAIN}:
-            accuracies = [s.get("accuracy") for s in scores]
-            table.add_row(f"{split} accuracy", *_best(runs, accuracies, max))
-            table.add_row(f"{split} loss", *_best(runs, [s.get("loss") for s in scores], min))
+            rows.append(
+                (f"{split} accuracy", _best(runs, [s.get("accuracy") for s in scores], max))
+            )
+            rows.append((f"{split} loss", _best(runs, [s.get("loss") for s in scores], min)))
         if rundir.PRETRAIN in kinds:
             mse = [s.get("mse") for s in scores]
-            table.add_row(f"{split} reconstruction mse", *_best(runs, mse, min))
+            rows.append((f"{split} reconstruction mse", _best(runs, mse, min)))
     if any(not run.finished for run in runs):
-        table.add_row("last val accuracy", *(_number(run.last_val_accuracy()) for run in runs))
-    table.add_row("epochs", *(str(run.epochs) for run in runs))
-    table.add_row("seconds", *(f"{run.seconds:.1f}" for run in runs))
+        rows.append(("last val accuracy", [_number(run.last_val_accuracy()) for run in runs]))
+    rows.append(("epochs", [str(run.epochs) for run in runs]))
+    rows.append(("seconds", [f"{run.seconds:.1f}" for run in runs]))
     for name in comparison.baseline_names():
         for split in ("val", "test"):
             values = [run.baselines.get(name, {}).get(split) for run in runs]
             if any(value is not None for value in values):
-                row = _best(runs, values, max)
-                table.add_row(escape(f"{name} {split} accuracy"), *row)
-    return table
+                rows.append((escape(f"{name} {split} accuracy"), _best(runs, values, max)))
+    return rows
 
 
 def _print_table(comparison: Comparison) -> None:
+    """On a terminal: as many runs side by side as fit its width, the rest in more tables below
+    (never columns squeezed to a character). In a file or a pipe: one table, whole."""
     console = Console(highlight=False)
     table = comparison_table(comparison)
     if not console.is_terminal:
-        # in a file or a pipe, a wide table stays whole instead of wrapping at 80 columns
-        width = Measurement.get(console, console.options, table).maximum
-        console = Console(highlight=False, width=max(console.width, width))
-    console.print(table)
+        width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        Console(highlight=False, width=max(console.width, width)).print(table)
+        return
+    count = len(comparison.runs)
+    per_table = count
+    while per_table > 1:
+        options = console.options.update_width(10_000)  # each table's natural width
+        widest = max(
+            Measurement.get(console, options, comparison_table(comparison, shown)).maximum
+            for shown in _chunks(count, per_table)
+        )
+        if widest <= console.width:
+            break
+        per_table -= 1
+    for shown in _chunks(count, per_table):
+        console.print(comparison_table(comparison, shown))
+
+
+def _chunks(count: int, size: int) -> list[range]:
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
 def _best(

@@ -119,6 +119,52 @@ def one_kind_of_backbone_rate(config: Config) -> Iterator[UserError]:
             )
 
 
+# Numbers that training multiplies stay this far inside float32 (max ~3.4e38, smallest normal
+# ~1.2e-38): a step is the rate times a gradient, the distillation loss is weighted by T^2, the
+# sparsity penalty is its weight times the code's size.
+FLOAT32_SAFE = 1e30
+TEMPERATURE_MAX = 1e15  # T^2 <= 1e30
+SPARSITY_MAX = 1e6  # above it the penalty is all the loss there is, and overflows with the code
+
+
+def numbers_stay_in_float32(config: Config) -> Iterator[UserError]:
+    """Values whose products training computes in float32 stay finite (and above zero)."""
+    for index, phase in enumerate(config.train.phases):
+        rate = phase.learning_rate * phase.backbone_lr_scale
+        if 1 / FLOAT32_SAFE <= rate <= FLOAT32_SAFE:
+            continue
+        where = f"train.phases.{index}"
+        if phase.backbone_lr_scale == 1.0:
+            yield UserError(
+                f"{where}.learning_rate",
+                f"{phase.learning_rate:g} is outside what float32 training can step by",
+                "1e-5 to 1e-2 is usual",
+            )
+        else:
+            yield UserError(
+                f"{where}.backbone_lr_scale",
+                f"{phase.backbone_lr_scale:g} times the learning rate {phase.learning_rate:g} "
+                f"is {rate:g}, outside what float32 training can step by",
+                "a backbone rate is a fraction of the head's, e.g. 0.1 or 0.01",
+            )
+    distill = config.distill
+    if distill is not None and distill.temperature > TEMPERATURE_MAX:
+        yield UserError(
+            "distill.temperature",
+            f"{distill.temperature:g} is too large: the loss is weighted by its square, which "
+            "leaves float32",
+            f"keep it at most {TEMPERATURE_MAX:g}; 1 to 20 is usual",
+        )
+    pretrain = config.pretrain
+    if pretrain is not None and pretrain.sparsity > SPARSITY_MAX:
+        yield UserError(
+            "pretrain.sparsity",
+            f"{pretrain.sparsity:g} is too large: the penalty would swamp the reconstruction "
+            "and overflow float32",
+            f"keep it at most {SPARSITY_MAX:g}; 1e-4 to 1e-2 is usual",
+        )
+
+
 def unfreeze_has_work(config: Config) -> Iterator[UserError]:
     """Gradual unfreezing needs frozen layers to start from, and a second step in the phase."""
     for index, phase in enumerate(config.train.phases):
@@ -151,6 +197,7 @@ CHECKS: tuple[Check, ...] = (
     imagenet_fits_backbone_input,
     classes_are_in_the_source,
     one_kind_of_backbone_rate,
+    numbers_stay_in_float32,
     unfreeze_has_work,
 )
 

@@ -10,17 +10,21 @@ model.keras, evaluate and export see one ordinary model.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
 from transferctl import runtime
 from transferctl.config.schema import Augment
 from transferctl.data import DataBundle, pipeline
 from transferctl.labels import SPLITS
+from transferctl.train.progress import progress_bars
 
 MEMORY_BUDGET_BYTES = 1 << 30
 POOL_LAYER = "pool"
@@ -74,11 +78,14 @@ class Features:
         return int(self.labels[split].shape[0]) if split in self.labels else 0
 
 
-def extract(model: Any, data: DataBundle, spill_dir: Path) -> Features:
+def extract(
+    model: Any, data: DataBundle, spill_dir: Path, console: Console | None = None
+) -> Features:
     """Run the frozen backbone (and pooling) once over every image of every split.
 
     Arrays go to memory while the whole set fits `MEMORY_BUDGET_BYTES`, else to `.npy` files
-    in `spill_dir`, memory-mapped (removed by `discard`).
+    in `spill_dir`, memory-mapped (removed by `discard`). On a terminal `console`, a bar
+    counts the images (it goes when the pass is done).
     """
     keras = runtime.keras()
     started = time.perf_counter()
@@ -93,30 +100,57 @@ def extract(model: Any, data: DataBundle, spill_dir: Path) -> Features:
     def forward(images: Any) -> Any:
         return pooled(images, training=False)
 
-    for split in SPLITS:
-        if not data.has(split):
-            continue
-        count = data.count(split)
-        array: np.ndarray
-        if on_disk:
-            spill_dir.mkdir(parents=True, exist_ok=True)
-            array = np.lib.format.open_memmap(
-                spill_dir / f"features-{split}.npy",
-                mode="w+",
-                dtype=np.float32,
-                shape=(count, width),
-            )
-        else:
-            array = np.empty((count, width), np.float32)
-        onehot = np.empty((count, data.num_classes), np.float32)
-        done = 0
-        for images, batch_labels in data.plain(split):
-            size = int(images.shape[0])
-            array[done : done + size] = np.asarray(forward(images), dtype=np.float32)
-            onehot[done : done + size] = batch_labels.numpy()
-            done += size
-        inputs[split], labels[split] = array[:done], onehot[:done]
+    with image_bar(console, sum(data.count(split) for split in SPLITS if data.has(split))) as seen:
+        for split in (split for split in SPLITS if data.has(split)):
+            _extract_split(data, split, forward, width, on_disk, spill_dir, inputs, labels, seen)
     return Features(inputs, labels, time.perf_counter() - started)
+
+
+def _extract_split(
+    data: DataBundle,
+    split: str,
+    forward: Any,
+    width: int,
+    on_disk: bool,
+    spill_dir: Path,
+    inputs: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    seen: Callable[[int], None],
+) -> None:
+    """One split's features (and one-hot labels) into `inputs` and `labels`."""
+    count = data.count(split)
+    array: np.ndarray
+    if on_disk:
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        array = np.lib.format.open_memmap(
+            spill_dir / f"features-{split}.npy",
+            mode="w+",
+            dtype=np.float32,
+            shape=(count, width),
+        )
+    else:
+        array = np.empty((count, width), np.float32)
+    onehot = np.empty((count, data.num_classes), np.float32)
+    done = 0
+    for images, batch_labels in data.plain(split):
+        size = int(images.shape[0])
+        array[done : done + size] = np.asarray(forward(images), dtype=np.float32)
+        onehot[done : done + size] = batch_labels.numpy()
+        done += size
+        seen(size)
+    inputs[split], labels[split] = array[:done], onehot[:done]
+
+
+@contextlib.contextmanager
+def image_bar(console: Console | None, total: int) -> Iterator[Callable[[int], None]]:
+    """A transient bar of the images the backbone has seen, on a terminal; what advances it."""
+    if console is None or not console.is_terminal:
+        yield lambda count: None
+        return
+    bars = progress_bars(console, transient=True)
+    task = bars.add_task("feature cache", total=total, metrics="images through the backbone")
+    with bars:
+        yield lambda count: bars.advance(task, count)
 
 
 def discard(spill_dir: Path) -> None:

@@ -102,7 +102,7 @@ def prepare(
     inputs.summary["feature_cache"] = {"used": decision.use, "reason": decision.reason}
     if wants_features:
         head_init = init if not resuming and index == 0 else None
-        _learn_from_features(inputs, model, data, folder, head_init, model_config)
+        _learn_from_features(inputs, model, data, folder, head_init, model_config, console)
     _say(console, decision, inputs.features, inputs.fitted)
     if teacher is not None:
         distill.attach(inputs, teacher, data)
@@ -116,9 +116,10 @@ def _learn_from_features(
     folder: Path,
     head_init: str | None,
     model_config: Model,
+    console: Console | None,
 ) -> None:
     """Compute the features, fit the probe, start the head (`head_init`, unless None)."""
-    features = feature_cache.extract(model, data, folder / "features")
+    features = feature_cache.extract(model, data, folder / "features", console)
     fitted = probe.fit_probe(features.inputs, features.labels)
     inputs.features, inputs.fitted = features, fitted
     inputs.summary["feature_cache"]["seconds"] = round(features.seconds, 2)

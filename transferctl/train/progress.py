@@ -121,7 +121,7 @@ def stop_progress() -> None:
     _LIVE.clear()
 
 
-def progress_bars(console: Console) -> Progress:
+def progress_bars(console: Console, transient: bool = False) -> Progress:
     """Rich progress bars whose bar, n/N, elapsed time and ETA keep their place at 80 columns
     and narrower: the metrics come last and get what is left of the width, cut with an
     ellipsis (none below ~70 columns), never wrapped."""
@@ -142,7 +142,7 @@ def progress_bars(console: Console) -> Progress:
             table_column=Column(no_wrap=True, overflow="ellipsis", max_width=rest),
         ),
         console=console,
-        transient=False,
+        transient=transient,
     )
 
 
