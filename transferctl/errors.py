@@ -8,6 +8,7 @@ exit 1. Ctrl-C exits 130. `predict` exits 3 when it skipped files it could not r
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -162,6 +163,10 @@ def handle_errors(command: F) -> F:
             print_error(str(error))
             raise typer.Exit(EXIT_FAILURE) from None
         except Exception as error:  # noqa: BLE001 - the last line of defence
+            if _is_link_loop(error):
+                _maybe_traceback()
+                print_error(_link_loop_line(error))
+                raise typer.Exit(EXIT_BAD_INPUT) from None
             if debug_enabled():
                 traceback.print_exc()
             print_error(
@@ -171,6 +176,26 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_link_loop(error: Exception) -> bool:
+    """A symbolic link loop met anywhere (`Path.resolve` raises RuntimeError, `open` OSError
+    ELOOP): bad input, whichever path the user named it through."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ELOOP
+    return isinstance(error, RuntimeError) and str(error).startswith("Symlink loop")
+
+
+def _link_loop_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename:
+        where = str(error.filename)
+    else:
+        where = str(error).removeprefix("Symlink loop from ").strip("'")
+    return UserError(
+        where,
+        "a symbolic link loop (a link that leads back to itself)",
+        "point the link at a real file or folder, or remove it",
+    ).line()
 
 
 def _maybe_traceback() -> None:

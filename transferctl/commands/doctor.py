@@ -22,6 +22,7 @@ from transferctl.data.audit import (
     split_shortfalls,
 )
 from transferctl.data.bundle import balanced_class_weights
+from transferctl.files import paths
 
 SHOWN = 20  # lines per finding unless --all
 IMBALANCE_WORTH_WEIGHTING = 1.5
@@ -41,7 +42,7 @@ MODE_NAMES = {
 
 
 def run(data_path: Path, validation_split: float, test_split: float, show_all: bool) -> None:
-    found = audit_folder(data_path.expanduser().resolve(), where="DATA_PATH")
+    found = audit_folder(paths.resolved_for(data_path, "DATA_PATH"), where="DATA_PATH")
     report = Report(found, SHOWN if not show_all else None)
     report.header(validation_split, test_split)
     report.classes()

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationInfo
 
+from transferctl.files import paths
+
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 RUN_PREFIX = "run:"  # `weights: {run: NAME}` before it is resolved to a run directory
@@ -43,7 +45,7 @@ def resolve_path(path: Path, info: ValidationInfo) -> Path:
     if not path.is_absolute():
         base_dir = (info.context or {}).get("base_dir")
         path = (Path(base_dir) if base_dir else Path.cwd()) / path
-    return path.resolve()
+    return paths.resolved(path)
 
 
 def run_reference(value: Any, expected: str) -> Any:

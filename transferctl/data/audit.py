@@ -35,6 +35,7 @@ from transferctl.data.file_verdict import (
     tensorflow_reads_webp,
 )
 from transferctl.errors import UserError, quote
+from transferctl.files import paths
 from transferctl.labels import SPLITS
 
 __all__ = [
@@ -137,7 +138,7 @@ def _collect(
 def find_splits(root: Path, where: str = "data.path") -> dict[str, Path]:
     """train/ [val/] [test/] when `root` has a train/ folder, else `root` itself as train."""
     if not root.exists():
-        raise UserError(where, f"folder not found: {root}", "check the path")
+        raise UserError(where, f"folder {paths.missing(root)}: {root}", "check the path")
     if not root.is_dir():
         raise UserError(where, f"expected a folder of class sub-folders; got the file {root}")
     if not (root / "train").is_dir():

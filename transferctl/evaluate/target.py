@@ -20,6 +20,7 @@ import numpy as np
 from transferctl import runtime
 from transferctl.data.examples import Examples
 from transferctl.errors import ConfigErrors, UserError, quote
+from transferctl.files import paths
 from transferctl.labels import HELD_OUT, SPLITS
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.reading import RunFiles
@@ -109,7 +110,9 @@ def run_split(run: RunFiles, config: Any, class_names: list[str], split: str | N
 def other_folder(path: Path, config: Any, class_names: list[str], split: str | None) -> Target:
     """Every image of another folder whose class sub-folders are the run's classes."""
     if not path.exists():
-        raise UserError("--data", f"{path} not found", "pass a folder of class sub-folders")
+        raise UserError(
+            "--data", f"{path} {paths.missing(path)}", "pass a folder of class sub-folders"
+        )
     if not path.is_dir():
         raise UserError("--data", f"{path} is a file", "pass a folder of class sub-folders")
     path = path.resolve()

@@ -14,6 +14,7 @@ from transferctl import files
 from transferctl.errors import UserError
 from transferctl.export import extras
 from transferctl.export.metadata import EXPORT_INFO
+from transferctl.files import paths
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import reading
 
@@ -58,7 +59,7 @@ def check_request(
             "add --format tflite, or drop --quantize",
         )
     run = _check_run(run_dir)
-    out = (out_dir if out_dir is not None else run / rundir.EXPORT).resolve()
+    out = paths.resolved_for(out_dir if out_dir is not None else run / rundir.EXPORT, "--out")
     if out == run:
         raise UserError(
             "--out",

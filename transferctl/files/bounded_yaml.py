@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from transferctl.errors import UserError
-from transferctl.files import NotReadable, read_regular
+from transferctl.files import NotReadable, paths, read_regular
 
 MAX_BYTES = 2**20  # a config file or a --set value
 MAX_VALUES = 100_000  # scalars, lists and mappings, with every alias expanded
@@ -130,7 +130,7 @@ def load_text(text: str, source: str) -> Any:
 def load_file(path: Path) -> Any:
     """The value of a YAML file: a regular file of at most `MAX_BYTES`, UTF-8, within bounds."""
     if not path.exists():
-        raise UserError(str(path), "config file not found", "check the path")
+        raise UserError(str(path), f"config file {paths.missing(path)}", "check the path")
     if path.is_dir():
         raise UserError(str(path), "expected a YAML file, got a folder", "pass the config file")
     try:

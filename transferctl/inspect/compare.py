@@ -25,7 +25,7 @@ import yaml
 from transferctl import files
 from transferctl.config.loader import flatten
 from transferctl.errors import UserError
-from transferctl.files import bounded_yaml
+from transferctl.files import bounded_yaml, paths
 from transferctl.labels import HELD_OUT as SPLITS
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.curves import Epoch, load_history
@@ -256,7 +256,7 @@ def _first_line(error: Exception) -> str:
 
 def _not_a_run_fix(path: Path) -> str:
     if not path.exists():
-        return "the path does not exist; pass a run directory made by finetune"
+        return f"the path {paths.missing(path)}; pass a run directory made by finetune"
     if path.is_dir():
         inside = [child for child in path.iterdir() if (child / rundir.CONFIG).is_file()]
         if inside:

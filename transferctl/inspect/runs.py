@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from transferctl.errors import UserError
+from transferctl.files import paths
 from transferctl.inspect.compare import RunSummary, load_run
 from transferctl.rundir import layout as rundir
 
@@ -51,7 +52,7 @@ def list_runs(folder: Path) -> list[Listed]:
     """
     if not folder.is_dir():
         fix = "pass the folder that holds the runs (output.runs_dir, `runs` by default)"
-        what = "does not exist" if not folder.exists() else "is not a folder"
+        what = paths.missing(folder) if not folder.exists() else "is not a folder"
         raise UserError(str(folder), what, fix)
     rows = []
     for path in sorted(folder.iterdir()):

@@ -20,6 +20,7 @@ import numpy as np
 from transferctl import runtime
 from transferctl.errors import UserError, first_line
 from transferctl.export.metadata import EXPORT_INFO
+from transferctl.files import paths
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.model_file import load_model_file
 from transferctl.rundir.reading import open_run, read_labels
@@ -107,7 +108,7 @@ class SavedModelClassifier(Classifier):
 def load_classifier(target: Path) -> Classifier:
     """A run directory, a `.keras` file or an exported SavedModel folder, ready to predict."""
     if not target.exists():
-        raise UserError(WHERE, f"{target} not found", MODEL_KINDS)
+        raise UserError(WHERE, f"{target} {paths.missing(target)}", MODEL_KINDS)
     if target.is_file():
         if target.suffix in (".onnx", ".tflite"):
             from transferctl.predict.exported import load_exported

@@ -18,6 +18,7 @@ import numpy as np
 
 from transferctl import files, runtime
 from transferctl.errors import UserError, first_line
+from transferctl.files import paths as filepaths
 
 # What a folder is searched for (case-insensitive). A file named on the command line is tried
 # whatever its name.
@@ -60,7 +61,9 @@ def find_images(paths: Sequence[Path], problems: list[Skipped] | None = None) ->
         except OSError:  # cannot even be examined: read_image says why
             missing = folder = False
         if missing:
-            raise UserError("IMAGE_OR_FOLDER", f"{path} not found", "check the path")
+            raise UserError(
+                "IMAGE_OR_FOLDER", f"{path} {filepaths.missing(path)}", "check the path"
+            )
         if folder:
             unreadable: list[Skipped] = []
             inside = _images_in(path, unreadable)

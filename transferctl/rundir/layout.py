@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from transferctl.errors import UserError
+from transferctl.files import paths
 from transferctl.rundir import lock as runlock
 
 CONFIG = "config.yaml"
@@ -107,7 +108,7 @@ def check_writable(folder: Path, where: str = "output.runs_dir") -> None:
 
 def check_available(explicit: Path) -> None:
     """`--run-dir` must be new or empty: runs are never overwritten."""
-    path = explicit.resolve()
+    path = paths.resolved_for(explicit, "--run-dir")
     if path.exists() and (
         not path.is_dir() or any(entry.name != runlock.LOCK_FILE for entry in path.iterdir())
     ):
@@ -126,7 +127,7 @@ def create(runs_dir: Path, name: str, explicit: Path | None = None) -> Path:
     """
     if explicit is not None:
         check_available(explicit)
-        path = explicit.resolve()
+        path = paths.resolved_for(explicit, "--run-dir")
         path.mkdir(parents=True, exist_ok=True)
         runlock.acquire(path, "--run-dir")
         check_available(path)  # another process may have started in it meanwhile

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from transferctl import files
 from transferctl.errors import UserError
+from transferctl.files import paths
 from transferctl.rundir import layout
 from transferctl.rundir import lock as runlock
 
@@ -58,7 +59,7 @@ def find_run(
     """The checks before a run's files: `path` is there, is a folder, is not held by another
     process, and is a finetune run; `verb` (e.g. `evaluate`) says what the user wanted."""
     if not path.exists():
-        raise UserError(where, f"{path} not found", fix)
+        raise UserError(where, f"{path} {paths.missing(path)}", fix)
     if not path.is_dir():
         raise UserError(where, f"{path} is a file, not a run directory", folder_fix)
     runlock.check_free(path, where)

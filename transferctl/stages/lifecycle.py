@@ -41,6 +41,7 @@ from transferctl.config.schema import Config
 from transferctl.data import DataBundle
 from transferctl.distribute import strategy as distribution
 from transferctl.errors import Interrupted, UserError
+from transferctl.files import paths
 from transferctl.labels import HELD_OUT
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
@@ -252,8 +253,8 @@ def reopen(
 ) -> Reopened | RunResult:
     """An unfinished run, locked and verified, to go on training; or, for a finished one, its
     result (nothing is trained again). `config`, `force`: as `Stage.resume`."""
-    run_dir = run_dir.resolve()
     where = "--run-dir" if config is not None else "--resume"
+    run_dir = paths.resolved_for(run_dir, where)
     if not (run_dir / rundir.CONFIG).is_file() and not (run_dir / rundir.CHECKPOINTS).is_dir():
         raise UserError(
             "--resume", f"{run_dir} is not a transferctl run (no config.yaml)", "check the path"

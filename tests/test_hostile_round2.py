@@ -1,0 +1,52 @@
+"""Hostile input, round 2 (beyond run references): symbolic link loops wherever a path is
+named, control characters, role checks on teachers and predicted models, `--force` with a
+changed backbone, `export --out` into a foreign folder, bounded estimates and waits. Each ends
+in one line and exit 2 (3 for predict's skips) within seconds, and leaves the runs usable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import tiny_config, write_config
+
+
+def _one_line(result: Any, starts: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {starts}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_symbolic_link_loop_wherever_a_path_is_named_is_exit_2(
+    tiny_run: Path, tmp_path: Path, cli: Any
+) -> None:
+    loop = tmp_path / "loop"
+    os.symlink(tmp_path / "back", loop)
+    os.symlink(loop, tmp_path / "back")
+    config = write_config(tmp_path / "c.yaml", tiny_config())
+    cases = {
+        "data.path": (
+            "validate",
+            config,
+            "--set",
+            "data.source=folder",
+            "--set",
+            f"data.path={loop}",
+        ),
+        "model.weights": ("validate", config, "--set", f"model.weights={loop}"),
+        "distill.teacher": ("validate", config, "--set", f"distill.teacher={loop}"),
+        "--run-dir": ("finetune", config, "--run-dir", loop),
+        "--resume": ("pretrain", "--resume", loop),
+        "--out": ("export", tiny_run, "--format", "keras", "--out", loop),
+        "DATA_PATH": ("doctor", loop),
+        "RUN_DIR": ("evaluate", loop),
+        "RUN_DIR|MODEL": ("predict", loop, loop),
+        f"{loop}": ("show", loop),
+    }
+    for where, args in cases.items():
+        result = cli(*args)
+        _one_line(result, f"{where}: ")
+        assert "symbolic link loop" in result.stderr, (where, result.stderr)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["back", "c.yaml", "loop"]
