@@ -50,3 +50,22 @@ def test_a_symbolic_link_loop_wherever_a_path_is_named_is_exit_2(
         _one_line(result, f"{where}: ")
         assert "symbolic link loop" in result.stderr, (where, result.stderr)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["back", "c.yaml", "loop"]
+
+
+def test_a_control_character_in_a_config_or_a_set_value_is_named_by_line_and_column(
+    tmp_path: Path, cli: Any
+) -> None:
+    config = write_config(tmp_path / "c.yaml", tiny_config())
+    text = config.read_text()
+    config.write_text(text.replace("seed:", "\x07seed:", 1))
+    line = text[: text.index("seed:")].count("\n") + 1
+    result = cli("validate", config)
+    _one_line(result, f"{config} line {line} column 1: a control character U+0007")
+    assert '("\\x07")' in result.stderr
+    config.write_text(text)
+    result = cli("validate", config, "--set", "train.phases.0.name=a\x1bb")
+    _one_line(result, "--set train.phases.0.name line 1 column 2: a control character U+001B")
+    # written as an escape, it is a value, and the name's own check refuses it, printably
+    result = cli("validate", config, "--set", 'train.phases.0.name="a\\x1bb"')
+    _one_line(result, "train.phases.0.name: ")
+    assert "\x1b" not in result.stderr and "a\\x1bb" in result.stderr

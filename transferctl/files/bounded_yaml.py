@@ -111,7 +111,10 @@ def load_text(text: str, source: str) -> Any:
             f"too long: {len(text):,} characters (the limit is {MAX_BYTES:,})",
             "a config is a few kilobytes; check that this is the right file",
         )
-    loader = BoundedLoader(text)
+    try:
+        loader = BoundedLoader(text)
+    except yaml.reader.ReaderError as error:  # a control character: refused before parsing
+        raise _unprintable(text, error, source) from None
     try:
         return loader.get_single_data()
     except RecursionError:
@@ -125,6 +128,19 @@ def load_text(text: str, source: str) -> Any:
         raise InvalidYAML(where, f"invalid YAML: {problem}", "fix the YAML syntax") from None
     finally:
         loader.dispose()
+
+
+def _unprintable(text: str, error: yaml.reader.ReaderError, source: str) -> UserError:
+    """A character YAML does not allow (a control character), named by its line and column."""
+    before = text[: error.position]
+    line = before.count("\n") + 1
+    column = error.position - (before.rfind("\n") + 1) + 1
+    escape = f"\\x{error.character:02x}" if error.character < 256 else f"\\u{error.character:04x}"
+    return UserError(
+        f"{source} line {line} column {column}",
+        f"a control character U+{error.character:04X} is not allowed in YAML",
+        f'remove it, or write it as an escape inside double quotes ("{escape}")',
+    )
 
 
 def load_file(path: Path) -> Any:
