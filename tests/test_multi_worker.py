@@ -240,6 +240,7 @@ def test_a_lone_worker_exits_2_naming_the_missing_peer(workers) -> None:  # type
         ('{"cluster": {"worker": ["a:1"], "ps": ["b:1"]}, "task": {"type": "worker"}}', "'ps'"),
         ('{"cluster": {"chief": ["a:1", "b:1"]}, "task": {"type": "chief"}}', "one chief"),
         ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "x"}}', "whole"),
+        ("[" * 20_000 + "]" * 20_000, "nested too deeply"),
     ],
 )
 def test_a_malformed_tf_config_names_the_problem(value: str, named: str) -> None:
@@ -268,6 +269,34 @@ def test_multi_worker_needs_a_run_dir_and_a_sane_peer_timeout(
     result = cli("finetune", config, "--run-dir", tmp_path / "run")
     assert result.exit_code == 2 and cluster.PEER_TIMEOUT_VARIABLE in result.output
     assert not any(tmp_path.glob("run*"))
+
+
+def test_a_port_in_use_is_exit_2_naming_it(cli, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path / "c.yaml", tiny_config())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("TF_CONFIG", _tf_config([port, _free_ports(1)[0]], 0))
+        result = cli("finetune", config, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: TF_CONFIG: worker 0 (127.0.0.1:{port}): port {port}")
+    assert "already in use" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_peers_are_probed_together_within_a_bound() -> None:
+    # thousands of names that do not resolve (each lookup takes a while): told in seconds,
+    # not one lookup after another for minutes
+    names = tuple(f"peer{index}.invalid:2222" for index in range(3000))
+    start = time.monotonic()
+    missing = cluster.unreachable(names, seconds=2)
+    assert time.monotonic() - start < 4
+    assert missing == list(names)
+    error = cluster.never_came(
+        cluster.Cluster({"worker": ("127.0.0.1:1", *names)}, "worker", 0), seconds=2
+    )
+    assert "and 2995 more" in error.what and len(error.what) < 400
 
 
 def test_cluster_roles() -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +94,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Cluster | None:
         config = json.loads(raw)
     except ValueError as error:
         raise _fail(f"not valid JSON ({error})") from None
+    except RecursionError:
+        raise _fail("not valid JSON for a cluster: nested too deeply") from None
     if not isinstance(config, dict):
         raise _fail(f"expected a JSON object with `cluster` and `task`; got {quote(config)}")
     jobs = _jobs(config.get("cluster"))
@@ -202,26 +206,50 @@ def peer_timeout(environ: Mapping[str, str] | None = None) -> float:
     return seconds
 
 
-def unreachable(addresses: tuple[str, ...], seconds: float = 1.0) -> list[str]:
-    """The addresses nobody accepts a TCP connection on (a peer that never started)."""
-    missing = []
-    for address in addresses:
-        host, _, port = address.rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
+def unreachable(addresses: tuple[str, ...], seconds: float = 5.0) -> list[str]:
+    """The addresses nobody accepts a TCP connection on (a peer that never started), tried
+    together and bounded as a whole: one that has not answered within `seconds` (a host name
+    that takes long to resolve, thousands of them) counts as not answering."""
+    answered: set[str] = set()
+    pending = list(addresses)
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def probe() -> None:
+        while time.monotonic() < deadline:
+            with lock:
+                if not pending:
+                    return
+                address = pending.pop()
+            host, _, port = address.rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
+                    answered.add(address)
+            except OSError:
                 pass
-        except OSError:
-            missing.append(address)
-    return missing
+
+    # daemon threads: a name lookup that never returns cannot keep the process alive
+    threads = [threading.Thread(target=probe, daemon=True) for _ in range(min(64, len(pending)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [address for address in addresses if address not in answered]
+
+
+def _some(addresses: list[str] | tuple[str, ...], shown: int = 5) -> str:
+    """The first few addresses, and how many more."""
+    more = len(addresses) - shown
+    return ", ".join(addresses[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def never_came(cluster: Cluster, seconds: float) -> UserError:
     """The error for peers that did not all join within `seconds`, naming the absent ones."""
-    missing = unreachable(cluster.peers)
+    missing = unreachable(cluster.peers, seconds=min(5.0, seconds))
     who = (
-        f"no answer from {', '.join(missing)}"
+        f"no answer from {_some(missing)}"
         if missing
-        else f"every peer ({', '.join(cluster.peers)}) accepts connections, but not all joined"
+        else f"every peer ({_some(cluster.peers)}) accepts connections, but not all joined"
     )
     return UserError(
         PEER_TIMEOUT_VARIABLE,
@@ -254,6 +282,7 @@ def make_strategy(cluster: Cluster | None = None) -> Any:
         if known == cluster:
             return strategy
     seconds = peer_timeout()
+    _check_port_free(cluster)
     from transferctl import runtime
     from transferctl.distribute import keras_multiworker
     from transferctl.runtime import native
@@ -269,8 +298,37 @@ def make_strategy(cluster: Cluster | None = None) -> Any:
     except tf.errors.DeadlineExceededError:
         native.native_stderr_dropped_for_good()  # TensorFlow's agent complains again at exit
         raise never_came(cluster, seconds) from None
+    except tf.errors.UnknownError as error:
+        if "gRPC server" not in str(error):
+            raise
+        raise _port_taken(cluster) from None  # taken between the check and TensorFlow's bind
     _joined.append((cluster, strategy))
     return strategy
+
+
+def _check_port_free(cluster: Cluster) -> None:
+    """This worker's port, free to listen on, as TensorFlow's server needs it to be."""
+    port = int(cluster.address.rpartition(":")[2])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except PermissionError:
+            raise _fail(
+                f"{cluster.name()}: port {port} needs privileges to listen on",
+                "give this worker a port above 1023 in TF_CONFIG",
+            ) from None
+        except OSError:
+            raise _port_taken(cluster) from None
+
+
+def _port_taken(cluster: Cluster) -> UserError:
+    port = cluster.address.rpartition(":")[2]
+    return _fail(
+        f"{cluster.name()}: port {port} is already in use on this machine",
+        f"stop what listens there (`ss -ltnp 'sport = :{port}'` shows it), or give this "
+        "worker a free port in TF_CONFIG",
+    )
 
 
 def _bound_registration(cluster: Cluster, seconds: float) -> None:

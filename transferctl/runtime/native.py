@@ -108,9 +108,10 @@ def native_stderr_filtered() -> Iterator[None]:
     finally:
         _FILTERED.remove(original)
         _flush()
-        os.dup2(original, STDERR)  # the pipe's last writer closes: the thread reads its end
+        # the pipe's last writer closes: the thread reads its end
+        _point_stderr_at(None if _DROPPED else original)
         forward.join(timeout=5)
-        if swapped is not None:
+        if swapped is not None and not _DROPPED:  # else Python's stderr stays the real one
             sys.stderr.close()
             sys.stderr = swapped
         os.close(original)
@@ -118,6 +119,17 @@ def native_stderr_filtered() -> Iterator[None]:
 
 # the real descriptor 2 of each `native_stderr_filtered` block open now
 _FILTERED: list[int] = []
+_DROPPED: list[bool] = []  # native stderr dropped for good: stays dropped after a filter ends
+
+
+def _point_stderr_at(descriptor: int | None) -> None:
+    """Descriptor 2 made a copy of `descriptor`, or of /dev/null when None."""
+    if descriptor is not None:
+        os.dup2(descriptor, STDERR)
+        return
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(nowhere, STDERR)
+    os.close(nowhere)
 
 
 def before_exec() -> None:
@@ -154,10 +166,10 @@ def native_stderr_dropped_for_good() -> None:
     if debug_enabled():
         return
     sys.stderr.flush()
-    sys.stderr = os.fdopen(os.dup(STDERR), "w", buffering=1, encoding=sys.stderr.encoding)
-    nowhere = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(nowhere, STDERR)
-    os.close(nowhere)
+    _DROPPED.append(True)
+    if not _FILTERED:  # under a filter, Python's stderr already writes to the real one
+        sys.stderr = os.fdopen(os.dup(STDERR), "w", buffering=1, encoding=sys.stderr.encoding)
+    _point_stderr_at(None)
 
 
 def _sink(*, capture: bool) -> IO[bytes]:
