@@ -69,3 +69,12 @@ def test_a_control_character_in_a_config_or_a_set_value_is_named_by_line_and_col
     result = cli("validate", config, "--set", 'train.phases.0.name="a\\x1bb"')
     _one_line(result, "train.phases.0.name: ")
     assert "\x1b" not in result.stderr and "a\\x1bb" in result.stderr
+
+
+def test_plan_estimate_at_a_huge_image_size_is_refused_with_the_memory_it_needs(
+    tmp_path: Path, cli: Any
+) -> None:
+    config = write_config(tmp_path / "c.yaml", tiny_config())
+    result = cli("plan", config, "--estimate", "--set", "data.image_size=[4096, 4096]")
+    _one_line(result, "--estimate: a training step at data.image_size [4096, 4096] holds about")
+    assert "GiB of activations per image" in result.stderr

@@ -41,10 +41,12 @@ def _print_estimate(config: Config, console: Console) -> None:
     from transferctl.plan.estimate import estimate as probe
 
     phases = probe(config)
+    timed, batch = phases[0].timed_batch, config.data.batch_size
+    scaled = f" of {timed} images, times scaled to batch {batch}" if timed < batch else ""
     console.print(
-        f"[bold]estimate[/] from {PROBE_STEPS} timed training steps per phase (after a warm-up "
-        "step, whose tracing is charged once per phase) on this machine; BatchNorm statistics, "
-        "checkpoints and start-up not included",
+        f"[bold]estimate[/] from {PROBE_STEPS} timed training steps per phase{scaled} (after a "
+        "warm-up step, whose tracing is charged once per phase) on this machine; BatchNorm "
+        "statistics, checkpoints and start-up not included",
         highlight=False,
     )
     for phase in phases:
