@@ -4,6 +4,7 @@ full-integer int8, raw images of any size in a fresh process, and the mistakes i
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -433,3 +434,44 @@ def test_mixed_precision_models_are_exported_in_float32() -> None:
         np.asarray(mixed(images, training=False), dtype=np.float32),
         atol=1e-2,
     )
+
+
+def test_predict_refuses_an_input_size_no_image_size_could_have_written(
+    exported: dict[str, Any], odd_image: tuple[Path, np.ndarray], tmp_path: Path, cli: Any
+) -> None:
+    copy = tmp_path / "export"
+    shutil.copytree(exported["out"] / "saved_model", copy / "saved_model")
+    info = json.loads((exported["out"] / "export.json").read_text())
+    (copy / "labels.txt").write_text((exported["out"] / "labels.txt").read_text())
+    (copy / "export.json").write_text(json.dumps({**info, "input_size": [60000, 60000]}))
+    result = cli("predict", copy / "saved_model", odd_image[0])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {copy / 'export.json'} input_size: expected")
+    assert "[60000, 60000]" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_saved_model_transferctl_did_not_export_needs_unsafe(
+    tmp_path: Path, odd_image: tuple[Path, np.ndarray], cli: Any
+) -> None:
+    import tensorflow as tf
+
+    written = tmp_path / "written-by-the-graph.txt"
+
+    class Foreign(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        def serve(self, image: Any) -> Any:
+            with tf.control_dependencies([tf.io.write_file(str(written), "pwned")]):
+                return {"probabilities": tf.ones([tf.shape(image)[0], 3]) / 3}
+
+    module = Foreign()
+    tf.saved_model.save(
+        module, str(tmp_path / "saved_model"), signatures={"serving_default": module.serve}
+    )
+    (tmp_path / "labels.txt").write_text("blue\ngreen\nred\n")
+    result = cli("predict", tmp_path / "saved_model", odd_image[0])
+    assert result.exit_code == 2, result.output
+    assert "is a SavedModel that transferctl did not export" in result.stderr
+    assert "--unsafe" in result.stderr and not written.exists()
+    result = cli("predict", tmp_path / "saved_model", odd_image[0], "--unsafe")
+    assert result.exit_code == 0, result.output
+    assert written.read_text() == "pwned"  # what --unsafe means, and why it is asked for

@@ -78,3 +78,12 @@ def test_plan_estimate_at_a_huge_image_size_is_refused_with_the_memory_it_needs(
     result = cli("plan", config, "--estimate", "--set", "data.image_size=[4096, 4096]")
     _one_line(result, "--estimate: a training step at data.image_size [4096, 4096] holds about")
     assert "GiB of activations per image" in result.stderr
+
+
+def test_export_refuses_a_folder_that_holds_other_files(
+    tiny_run: Path, tmp_path: Path, cli: Any
+) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    result = cli("export", tiny_run, "--format", "keras", "--out", tmp_path)
+    _one_line(result, f"--out: {tmp_path} is not empty and holds no export (no export.json)")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]

@@ -214,6 +214,14 @@ def predict(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per image and line, on stdout.")
     ] = False,
+    unsafe: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe",
+            help="Load a SavedModel that transferctl did not export: its graph runs as a "
+            "program and can read and write files. Only for models you trust.",
+        ),
+    ] = False,
 ) -> None:
     """The top-k labels of each image: a table, or JSON lines with --json.
 
@@ -222,7 +230,7 @@ def predict(
     """
     from transferctl.commands.predict import run
 
-    run(model, images, top_k, as_json)
+    run(model, images, top_k, as_json, unsafe)
 
 
 @app.command(rich_help_panel="Use")

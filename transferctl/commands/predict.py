@@ -27,13 +27,15 @@ from transferctl.predict import (
 )
 
 
-def run(target: Path, images: Sequence[Path], top_k: int, as_json: bool) -> None:
+def run(
+    target: Path, images: Sequence[Path], top_k: int, as_json: bool, unsafe: bool = False
+) -> None:
     if top_k < 1:
         raise UserError("--top-k", f"expected a whole number >= 1; got {top_k}", "use e.g. 3")
     unreadable: list[Skipped] = []  # folders that cannot be listed
     files = find_images(images, unreadable)  # before loading TensorFlow: a wrong path fails now
     notices = Console(stderr=True, soft_wrap=True, highlight=False)
-    classifier = load_classifier(target)
+    classifier = load_classifier(target, unsafe)
     for note in classifier.notes:
         notices.print(f"[yellow]note:[/] {note}")
     k = min(top_k, classifier.num_classes)

@@ -6,6 +6,7 @@ Everything here is cheap (no TensorFlow), so a mistake is reported in millisecon
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,13 @@ def _check_out(out: Path, run: Path, names: Sequence[str]) -> None:
             f"{out} holds the exports of another run ({source}); they would be replaced",
             "pass a new or empty folder",
         )
+    elif _has_anything(out):
+        raise UserError(
+            "--out",
+            f"{out} is not empty and holds no export (no {EXPORT_INFO}); the export would write "
+            "its files among others",
+            "pass a new or empty folder",
+        )
     taken = [name for name in names if (out / name).exists() or (out / name).is_symlink()]
     if taken:
         raise UserError(
@@ -118,6 +126,15 @@ def _check_out(out: Path, run: Path, names: Sequence[str]) -> None:
             f"{out} already holds {', '.join(taken)}, which the export would overwrite",
             "pass a new or empty folder",
         )
+
+
+def _has_anything(folder: Path) -> bool:
+    """Anything in `folder` (one that cannot be listed counts as not empty)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return True
 
 
 def _is_run_directory(folder: Path) -> bool:

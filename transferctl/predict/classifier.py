@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import runtime
-from transferctl.errors import UserError, first_line
+from transferctl import files, runtime
+from transferctl.errors import UserError, first_line, quote
 from transferctl.export.metadata import EXPORT_INFO
 from transferctl.files import paths
 from transferctl.rundir import layout as rundir
@@ -27,6 +27,8 @@ from transferctl.rundir.reading import open_run, read_labels
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_SAVED_MODEL_SIZE = (224, 224)
+MAX_SIDE = 4096  # an input side, as data.image_size allows
+MAX_EXPORT_INFO = 16 * 2**20  # bytes of an export.json
 SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_FOLDER = "saved_model"  # in an export folder (export.saved_model.NAME)
 WHERE = "RUN_DIR|MODEL"
@@ -105,8 +107,12 @@ class SavedModelClassifier(Classifier):
         return result
 
 
-def load_classifier(target: Path) -> Classifier:
-    """A run directory, a `.keras` file or an exported SavedModel folder, ready to predict."""
+def load_classifier(target: Path, unsafe: bool = False) -> Classifier:
+    """A run directory, a `.keras` file or an exported SavedModel folder, ready to predict.
+
+    A SavedModel is a TensorFlow program: loading and calling it runs its graph, which can
+    read and write files. One that transferctl's export did not write (no entry for it in the
+    `export.json` beside it) is refused unless `unsafe`."""
     if not target.exists():
         raise UserError(WHERE, f"{target} {paths.missing(target)}", MODEL_KINDS)
     if target.is_file():
@@ -118,13 +124,13 @@ def load_classifier(target: Path) -> Classifier:
             raise UserError(WHERE, f"{target} is not a .keras, .onnx or .tflite file", MODEL_KINDS)
         return _keras_file(target)
     if (target / SAVED_MODEL_FILE).is_file():
-        return _saved_model(target)
+        return _saved_model(target, unsafe)
     if (target / rundir.CONFIG).is_file():  # a run directory (finished or not)
         return _run_directory(target)
     if (target / rundir.MODEL).is_file():  # an export folder: its .keras file and labels
         return _keras_file(target / rundir.MODEL)
     if (target / SAVED_MODEL_FOLDER / SAVED_MODEL_FILE).is_file():
-        return _saved_model(target / SAVED_MODEL_FOLDER)
+        return _saved_model(target / SAVED_MODEL_FOLDER, unsafe)
     raise UserError(
         WHERE,
         f"{target} is neither a run directory (no {rundir.MODEL}) nor a SavedModel "
@@ -160,7 +166,17 @@ def _keras_file(path: Path) -> Classifier:
     )
 
 
-def _saved_model(path: Path) -> Classifier:
+def _saved_model(path: Path, unsafe: bool) -> Classifier:
+    info = _export_info(path)
+    if info is None and not unsafe:
+        raise UserError(
+            WHERE,
+            f"{path} is a SavedModel that transferctl did not export (no {EXPORT_INFO} beside "
+            "it names it); loading one runs its graph, which can read and write files",
+            "pass --unsafe if you trust where it came from, or predict with the run, its "
+            "model.keras, model.onnx or model.tflite",
+        )
+    size, notes = _export_input_size(info, path)
     tf = runtime.tf()
     labels_file = next(
         (
@@ -189,27 +205,45 @@ def _saved_model(path: Path) -> Classifier:
         raise UserError(
             str(path), "the SavedModel has no serving_default signature", "export it again"
         )
-    size, notes = _export_input_size(path)
     return SavedModelClassifier(
         loaded, path, read_labels(labels_file), image_size=size, notes=notes
     )
 
 
-def _export_input_size(path: Path) -> tuple[tuple[int, int], list[str]]:
-    for candidate in (path / EXPORT_INFO, path.parent / EXPORT_INFO):
-        if not candidate.is_file():
-            continue
+def _export_info(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The export.json beside (or in) a SavedModel folder that names it, read bounded."""
+    for candidate in (path.parent / EXPORT_INFO, path / EXPORT_INFO):
         try:
-            size = json.loads(candidate.read_text(encoding="utf-8")).get("input_size")
-            height, width = (int(value) for value in size)
-        except (OSError, ValueError, TypeError, AttributeError):
+            document = json.loads(files.read_regular(candidate, limit=MAX_EXPORT_INFO))
+        except (files.NotReadable, OSError, ValueError, RecursionError):
             continue
-        if height > 0 and width > 0:
-            return (height, width), []
-    return DEFAULT_SAVED_MODEL_SIZE, [
-        f"no input_size in {EXPORT_INFO} beside {path}; images are resized to "
-        f"{DEFAULT_SAVED_MODEL_SIZE[0]}x{DEFAULT_SAVED_MODEL_SIZE[1]}"
-    ]
+        exports = document.get("exports") if isinstance(document, dict) else None
+        if isinstance(exports, dict) and path.name in exports:
+            return candidate, document
+    return None
+
+
+def _export_input_size(
+    info: tuple[Path, dict[str, Any]] | None, path: Path
+) -> tuple[tuple[int, int], list[str]]:
+    size = info[1].get("input_size") if info is not None else None
+    if info is None or size is None:
+        return DEFAULT_SAVED_MODEL_SIZE, [
+            f"no input_size in an {EXPORT_INFO} beside {path}; images are resized to "
+            f"{DEFAULT_SAVED_MODEL_SIZE[0]}x{DEFAULT_SAVED_MODEL_SIZE[1]}"
+        ]
+    valid = (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(type(side) is int and 0 < side <= MAX_SIDE for side in size)
+    )
+    if not valid:
+        raise UserError(
+            f"{info[0]} input_size",
+            f"expected [height, width], each 1-{MAX_SIDE} (as data.image_size); got {quote(size)}",
+            "export the run again",
+        )
+    return (size[0], size[1]), []
 
 
 def _keras_input_size(model: Any, source: Path) -> tuple[int, int]:

@@ -39,6 +39,10 @@ class Prediction:
         }
 
 
+# float32 RGB pixels of one batch: at a large input size, fewer images per model call
+MAX_BATCH_BYTES = 512 * 2**20
+
+
 def predict_images(
     classifier: Classifier,
     files: Sequence[Path],
@@ -63,7 +67,10 @@ def predict_images(
     if top_k < 1:
         raise ValueError(f"`top_k` must be at least 1. Received: top_k={top_k}")
     k = min(top_k, classifier.num_classes)
-    size = batch_size or classifier.batch_size
+    height, width = classifier.image_size
+    size = min(
+        batch_size or classifier.batch_size, max(1, MAX_BATCH_BYTES // (height * width * 12))
+    )
     threads = workers or max(1, min(8, os.cpu_count() or 1))
 
     def load(path: Path) -> np.ndarray | Skipped:
