@@ -5,6 +5,7 @@ in one line and exit 2 (3 for predict's skips) within seconds, and leaves the ru
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,45 @@ def test_export_refuses_a_folder_that_holds_other_files(
     result = cli("export", tiny_run, "--format", "keras", "--out", tmp_path)
     _one_line(result, f"--out: {tmp_path} is not empty and holds no export (no export.json)")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def _fake_teacher(folder: Path, finished: bool = True, softmax: bool = True) -> Path:
+    """A run folder as a teacher's is checked: its model a softmax classifier over the digits,
+    or (softmax False) an encoder's pooled features, ten channels wide, like a pretrain run's."""
+    from transferctl import runtime
+
+    keras = runtime.keras()
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(10, 3)(inputs))
+    outputs = keras.layers.Softmax()(features) if softmax else features
+    (folder / "checkpoints").mkdir(parents=True)
+    keras.Model(inputs, outputs).save(folder / "model.keras")
+    (folder / "config.yaml").write_text("name: teacher\n")
+    (folder / "labels.txt").write_text("".join(f"{digit}\n" for digit in range(10)))
+    state = {"finished": finished}
+    (folder / "checkpoints" / "state.json").write_text(json.dumps(state))
+    return folder
+
+
+def test_a_teacher_must_be_a_finished_classifier_and_predict_wants_one(
+    tmp_path: Path, image_folder: Path, cli: Any
+) -> None:
+    encoder = _fake_teacher(tmp_path / "encoder", softmax=False)
+    runs = tmp_path / "runs"
+    config = write_config(
+        tmp_path / "c.yaml",
+        tiny_config(distill={"teacher": str(encoder)}, output={"runs_dir": str(runs)}),
+    )
+    result = cli("finetune", config)
+    _one_line(result, f"distill.teacher: {encoder / 'model.keras'} is not a classifier")
+    assert "its last layer is no softmax" in result.stderr and not runs.exists()
+
+    unfinished = _fake_teacher(tmp_path / "unfinished", finished=False)
+    result = cli("validate", config, "--set", f"distill.teacher={unfinished}")
+    _one_line(result, f"distill.teacher: {unfinished} is not a finished transferctl run")
+
+    image = next(image_folder.rglob("*.png"))
+    result = cli("predict", encoder / "model.keras", image)
+    _one_line(result, f"{encoder / 'model.keras'}: not a classifier: its last layer is no softmax")
+    result = cli("predict", _fake_teacher(tmp_path / "classifier") / "model.keras", image)
+    assert result.exit_code == 0, result.output  # a softmax classifier over its labels predicts

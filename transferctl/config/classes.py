@@ -12,6 +12,7 @@ from pathlib import Path
 
 from transferctl.config.schema import Data
 from transferctl.errors import UserError, quote
+from transferctl.rundir.reading import read_labels
 
 SHOWN_CLASSES = 12
 
@@ -185,14 +186,13 @@ def teacher_class_problem(run_dir: Path, class_names: list[str]) -> UserError | 
         error = teacher_class_problem(Path("runs/teacher-20260101-120000"), ["0", "1"])
     """
     try:
-        text = (run_dir / "labels.txt").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        taught = read_labels(run_dir / "labels.txt")
+    except UserError as error:
         return UserError(
             "distill.teacher",
-            f"cannot read {run_dir / 'labels.txt'} ({error})",
+            f"cannot use {error.where} ({error.what})",
             "pass a run directory made by `finetune`",
         )
-    taught = [line.strip() for line in text.splitlines() if line.strip()]
     if set(taught) == set(class_names) and len(taught) == len(class_names):
         return None
     differences = []

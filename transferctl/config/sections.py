@@ -294,6 +294,12 @@ class Distill(Section):
             raise ValueError(
                 f"{path} is not a finished transferctl run (it has no {' or '.join(missing)})"
             )
+        if not layout.is_finished(path):
+            raise ValueError(
+                f"{path} is not a finished transferctl run (its {layout.CHECKPOINTS}/"
+                f"{layout.STATE} does not say finished: it was stopped, or is being resumed); "
+                "finish it with `transferctl finetune --resume`, or name another teacher"
+            )
         return str(path)
 
 

@@ -22,7 +22,7 @@ from transferctl.errors import UserError, first_line, quote
 from transferctl.export.metadata import EXPORT_INFO
 from transferctl.files import paths
 from transferctl.rundir import layout as rundir
-from transferctl.rundir.model_file import load_model_file
+from transferctl.rundir.model_file import classifier_problem, load_model_file
 from transferctl.rundir.reading import open_run, read_labels
 
 DEFAULT_BATCH_SIZE = 32
@@ -79,6 +79,13 @@ class KerasClassifier(Classifier):
     def __init__(self, model: Any, source: Path, class_names: list[str], **kwargs: Any) -> None:
         super().__init__(source, class_names, _keras_input_size(model, source), **kwargs)
         self.model = model
+        problem = classifier_problem(model)
+        if problem is not None:
+            raise UserError(
+                str(source),
+                f"not a classifier: {problem}",
+                "predict with a run trained by transferctl finetune, or its export",
+            )
         _check_class_count(_keras_output_classes(model), class_names, source)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:

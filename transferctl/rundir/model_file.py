@@ -83,3 +83,33 @@ def load_model_file(
         if explain is None:
             raise
         raise explain(LoadFailure(path, error)) from None
+
+
+def classifier_problem(model: Any, class_count: int | None = None) -> str | None:
+    """Why `model` is not an image classifier (one [batch, height, width, 3] input, a softmax
+    over `class_count` classes out), or None. A pretrain run's encoder, a feature extractor or
+    a model ending in logits is not one: its outputs are no probabilities."""
+    inputs, outputs = list(model.inputs), list(model.outputs)
+    if len(inputs) != 1 or len(outputs) != 1:
+        return f"it has {len(inputs)} input(s) and {len(outputs)} output(s), not one of each"
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 3 or shape[1] is None or shape[2] is None:
+        return f"its input is {list(shape)}, not a fixed [batch, height, width, 3] image"
+    out = tuple(outputs[0].shape)
+    if len(out) != 2:
+        return f"its output is {list(out)}, not [batch, classes]: an encoder or feature map"
+    if not _ends_in_softmax(model):
+        return "its last layer is no softmax: its outputs are not probabilities"
+    if class_count is not None and out[1] != class_count:
+        return f"it has {out[1]} outputs, but its labels.txt names {class_count} classes"
+    return None
+
+
+def _ends_in_softmax(model: Any) -> bool:
+    last = model.layers[-1]
+    if getattr(last, "layers", None):  # a nested model as the last layer
+        return _ends_in_softmax(last)
+    if type(last).__name__ == "Softmax":
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", None) == "softmax"

@@ -42,7 +42,8 @@ from transferctl.config.schema import Distill
 from transferctl.data import DataBundle, pipeline
 from transferctl.errors import TrainingFailed, UserError
 from transferctl.rundir.layout import LABELS, MODEL
-from transferctl.rundir.model_file import load_model_file
+from transferctl.rundir.model_file import classifier_problem, load_model_file
+from transferctl.rundir.reading import read_labels
 from transferctl.train import feature_cache
 
 WHERE = "distill.teacher"
@@ -117,11 +118,14 @@ def load_teacher(config: Distill, class_names: list[str]) -> Teacher:
         ),
     )
     model.trainable = False
-    taught = [
-        line.strip()
-        for line in (run_dir / LABELS).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    taught = read_labels(run_dir / LABELS)
+    not_one = classifier_problem(model, len(taught))
+    if not_one is not None:
+        raise UserError(
+            WHERE,
+            f"{path} is not a classifier over its labels.txt: {not_one}",
+            "a teacher is a run trained by transferctl finetune",
+        )
     order = [taught.index(name) for name in class_names]
     height, width = model.inputs[0].shape[1:3]
     return Teacher(
