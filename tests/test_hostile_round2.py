@@ -130,3 +130,39 @@ def test_a_teacher_must_be_a_finished_classifier_and_predict_wants_one(
     _one_line(result, f"{encoder / 'model.keras'}: not a classifier: its last layer is no softmax")
     result = cli("predict", _fake_teacher(tmp_path / "classifier") / "model.keras", image)
     assert result.exit_code == 0, result.output  # a softmax classifier over its labels predicts
+
+
+def _fake_pretrain_run(folder: Path, name: str = "encoder") -> Path:
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"name: {name}\n")
+    (folder / "env.json").write_text(json.dumps({"kind": "pretrain"}))
+    (folder / "model.keras").write_bytes(b"PK")
+    (folder / "checkpoints" / "state.json").write_text(json.dumps({"finished": True}))
+    return folder
+
+
+def test_pretrains_hint_names_the_run_only_when_the_name_finds_it(tmp_path: Path) -> None:
+    from transferctl.commands.pretrain import _found_by_name
+
+    older = _fake_pretrain_run(tmp_path / "runs" / "encoder-20260101-120000")
+    assert _found_by_name(older)
+    elsewhere = _fake_pretrain_run(tmp_path / "runs" / "my-encoder")  # pretrain --run-dir
+    assert not _found_by_name(elsewhere)  # {run: encoder} would find `older`: the path only
+    _fake_pretrain_run(tmp_path / "runs" / "encoder-20260102-120000")
+    assert not _found_by_name(older)  # a newer run of the name
+
+
+def test_control_characters_in_an_error_line_are_escaped(tmp_path: Path, cli: Any) -> None:
+    missing = tmp_path / "a\x1b[31mb\x07"
+    result = cli("show", missing)
+    _one_line(result, f"{tmp_path}/a\\x1b[31mb\\x07: ")
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+
+
+def test_data_classes_on_a_folder_without_class_folders_says_so(tmp_path: Path, cli: Any) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.png").write_bytes(b"")
+    config = write_config(tmp_path / "c.yaml", tiny_config(flat, data={"classes": ["a", "b"]}))
+    result = cli("validate", config)
+    _one_line(result, "data.classes: unknown class(es) 'a', 'b': the folder has no class sub")

@@ -40,9 +40,25 @@ def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
     return f"{text[: max(limit - 1, 0)]}… ({len(text):,} characters)"
 
 
+def printable(text: str) -> str:
+    """`text` with control characters (ESC, BEL, a newline, DEL, C1) written as escapes, so a
+    name the user chose cannot move the cursor, ring or recolour the terminal, or break a line."""
+    return _CONTROL.sub(lambda found: repr(found[0])[1:-1], text)
+
+
+def shown(value: object) -> str:
+    """A path or name for rich's console: control characters escaped, markup inert."""
+    return printable(str(value)).replace("[", "\\[")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _readable(part: str, kind: str) -> str:
-    """`part` with every run of non-blank characters longer than `WORD_CHARS` cut (a value
-    quoted whole by whoever raised), then cut to `PART_CHARS[kind]`."""
+    """`part` with control characters escaped and every run of non-blank characters longer
+    than `WORD_CHARS` cut (a value quoted whole by whoever raised), then cut to
+    `PART_CHARS[kind]`."""
+    part = printable(part)
     words = re.sub(
         rf"[^\s;,]{{{WORD_CHARS + 1},}}", lambda found: shorten(found[0], WORD_CHARS), part
     )

@@ -6,6 +6,7 @@ or one to resume), the "already finished" answer, the run directory on stdout.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 
 from transferctl.config.loader import load_config
-from transferctl.errors import UserError
+from transferctl.errors import UserError, printable
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.reading import read_labels
 from transferctl.runtime.native import native_stderr_filtered
@@ -136,7 +137,8 @@ def train_command(
     elif console is not None:
         for line in report(result):
             console.print(line, highlight=False)
-    typer.echo(str(result.run_dir))
+    # the path itself for a script reading stdout; escaped where a person reads it
+    typer.echo(printable(str(result.run_dir)) if sys.stdout.isatty() else str(result.run_dir))
 
 
 def _is_run(path: Path) -> bool:

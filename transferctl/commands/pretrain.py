@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transferctl.commands.finetune import held_out, train_command
-from transferctl.rundir.lookup import run_name
+from transferctl.errors import UserError, shown
+from transferctl.rundir.layout import PRETRAIN
+from transferctl.rundir.lookup import newest_finished_run, run_name
 
 if TYPE_CHECKING:
     from transferctl.stages.lifecycle import RunResult
@@ -28,6 +30,21 @@ def _report(result: RunResult) -> list[str]:
         f"({scores['num_examples']} images)"
         for split, scores in held_out(result)
     ]
-    name = run_name(result.run_dir) or "NAME"
-    hint = f"model.weights: {{run: {name}, kind: pretrain}} (or {result.run_dir})"
+    path = shown(result.run_dir)  # printed by rich: escaped, markup inert
+    hint = f"model.weights: {path}"
+    if _found_by_name(result.run_dir):  # else the name would find another run, or none
+        hint = f"model.weights: {{run: {run_name(result.run_dir)}, kind: pretrain}} (or {path})"
     return [*lines, f"to start a finetune from this encoder: {hint}"]
+
+
+def _found_by_name(run_dir: Path) -> bool:
+    """Whether `{run: NAME, kind: pretrain}`, in a config whose runs_dir holds the run, finds
+    this run (not with `--run-dir` elsewhere or under another name; not if a newer one exists)."""
+    name = run_name(run_dir)
+    if name is None:
+        return False
+    try:
+        found = newest_finished_run(run_dir.parent, name, kind=PRETRAIN)
+    except UserError:
+        return False
+    return found == run_dir.resolve()

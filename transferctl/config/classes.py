@@ -169,6 +169,12 @@ def unknown_classes(wanted: list[str], available: list[str]) -> UserError | None
     for name in missing:
         close = difflib.get_close_matches(name, available, n=1)
         named.append(quote(name) + (f" (did you mean {quote(close[0])}?)" if close else ""))
+    if not available:
+        return UserError(
+            "data.classes",
+            f"unknown class(es) {', '.join(named)}: the folder has no class sub-folders",
+            "put each class's images in a sub-folder named for the class (data.path/CLASS/...)",
+        )
     listing = ", ".join(available)
     if len(available) > SHOWN_CLASSES:
         listing = f"{', '.join(available[:10])}, ... ({len(available)} classes)"

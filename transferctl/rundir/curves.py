@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transferctl.errors import UserError
+from transferctl.errors import UserError, printable
 from transferctl.rundir import layout as rundir
 
 TRAIN_COLOR = "#1f77b4"
@@ -85,7 +85,7 @@ def curves_figure(
 
     figure = Figure(figsize=(10, 4.2), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
-    figure.suptitle(title, fontsize=11)
+    figure.suptitle(printable(title), fontsize=11)  # no control glyphs
     panels = figure.subplots(1, 2)
     if not history:
         for axes in panels:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from transferctl.errors import printable
 from transferctl.rundir import layout as rundir
 
 FILE_NAME = "reconstructions.png"
@@ -55,7 +56,7 @@ def reconstructions_figure(
         layout="constrained",
     )
     FigureCanvasAgg(figure)
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle(printable(title), fontsize=10)  # no control glyphs
     grid = figure.subplots(len(rows), columns, squeeze=False)
     for row, (label, images) in enumerate(rows):
         for column in range(columns):

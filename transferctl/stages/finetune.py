@@ -17,6 +17,7 @@ from rich.console import Console
 from transferctl import runtime
 from transferctl.config import backbones
 from transferctl.data import DataBundle, load_data
+from transferctl.errors import shown
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
 from transferctl.stages import lifecycle
@@ -127,7 +128,7 @@ def _announce(
         return
     spec = backbones.get(config.model.backbone)
     console.print(
-        f"run directory [bold]{path}[/]\n{spec.name} at {config.image_size[0]}x"
+        f"run directory [bold]{shown(path)}[/]\n{spec.name} at {config.image_size[0]}x"
         f"{config.image_size[1]}, weights {config.model.weights}, {data.num_classes} classes; "
         f"train {data.count('train')}, val {data.count('val')}, test {data.count('test')} "
         f"images; {on.describe()}, {runtime.keras().mixed_precision.global_policy().name}"

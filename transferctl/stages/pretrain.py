@@ -24,7 +24,7 @@ from transferctl.config import backbones
 from transferctl.config.schema import Config, Pretrain
 from transferctl.data import DataBundle, load_data
 from transferctl.distribute import strategy as distribution
-from transferctl.errors import UserError
+from transferctl.errors import UserError, shown
 from transferctl.rundir import layout as rundir
 from transferctl.stages import lifecycle
 from transferctl.stages.lifecycle import RunResult
@@ -101,7 +101,8 @@ def _header(
     path: Path, config: Config, data: DataBundle, on: Any, spread: distribution.Distribution
 ) -> str:
     return (
-        f"run directory [bold]{path}[/]\npretrain {backbones.get(config.model.backbone).name} "
+        f"run directory [bold]{shown(path)}[/]\n"
+        f"pretrain {backbones.get(config.model.backbone).name} "
         f"at {config.image_size[0]}x{config.image_size[1]} as an autoencoder's encoder, "
         f"weights {config.model.weights}; train {data.count('train')}, val "
         f"{data.count('val')}, test {data.count('test')} images (labels ignored); "
