@@ -131,8 +131,8 @@ def test_export_out_refuses_a_folder_whose_files_it_would_overwrite(
     result = cli("export", digits_run, "--format", "keras", "--format", "onnx", "--out", out)
     assert result.exit_code == 2
     assert result.stderr == (
-        f"error: --out: {out} already holds model.onnx, which the export would overwrite; "
-        "pass a new or empty folder\n"
+        f"error: --out: {out} is not empty and holds no export (no export.json); the export "
+        "would write its files among others; pass a new or empty folder\n"
     )
     assert (out / "model.onnx").read_text() == "my own model"
     assert sorted(path.name for path in out.iterdir()) == ["model.onnx", "notes.txt"]

@@ -166,3 +166,28 @@ def test_data_classes_on_a_folder_without_class_folders_says_so(tmp_path: Path, 
     config = write_config(tmp_path / "c.yaml", tiny_config(flat, data={"classes": ["a", "b"]}))
     result = cli("validate", config)
     _one_line(result, "data.classes: unknown class(es) 'a', 'b': the folder has no class sub")
+
+
+def test_force_with_a_model_its_checkpoint_does_not_fit_leaves_the_run_resumable(
+    tmp_path: Path, cli: Any
+) -> None:
+    one_phase = {"phases": [{"name": "head", "epochs": 1, "learning_rate": 2e-3}]}
+    config = write_config(
+        tmp_path / "c.yaml",
+        tiny_config(train={**one_phase, "keep_checkpoints": True}, data={"limit": 64}),
+    )
+    run = tmp_path / "run"
+    assert cli("finetune", config, "--run-dir", run, "-q").exit_code == 0
+    # as if killed after its last checkpoint, before the run was marked finished
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    (run / "checkpoints" / "state.json").write_text(json.dumps({**state, "finished": False}))
+    (run / "model.keras").unlink()
+    before = (run / "config.yaml").read_bytes()
+    result = cli(
+        "finetune", config, "--run-dir", run, "--force", "-q", "--set", "model.head.hidden=[8]"
+    )
+    _one_line(result, f"--force: the checkpoint of {run} does not load into the new config's")
+    assert (run / "config.yaml").read_bytes() == before
+    result = cli("finetune", "--resume", run, "-q")
+    assert result.exit_code == 0, result.output
+    assert (run / "model.keras").is_file()

@@ -68,28 +68,17 @@ def check_request(
             f"pass another folder (the default is RUN_DIR/{rundir.EXPORT})",
         )
     if out != run / rundir.EXPORT:
-        _check_out(out, run, output_names(chosen, quantize))
+        _check_out(out, run)
     rundir.check_writable(out, where="--out")
     for export_format in chosen:
         extras.check_installed(export_format)
     return ExportRequest(run_dir=run, formats=chosen, quantize=quantize, out_dir=out)
 
 
-def output_names(formats: Sequence[str], quantize: str) -> list[str]:
-    """The names an export writes in its folder (the writers' `NAME`s, kept here free of
-    TensorFlow): labels.txt and export.json, and one file or folder per format."""
-    names = [rundir.LABELS, EXPORT_INFO]
-    for export_format in formats:
-        if export_format == "tflite":
-            names.append("model.tflite" if quantize == "none" else f"model_{quantize}.tflite")
-        else:
-            names.append(FORMAT_FILES[export_format])
-    return names
-
-
-def _check_out(out: Path, run: Path, names: Sequence[str]) -> None:
-    """An explicit `--out` is never another run, nor a folder whose files the export would
-    replace (a folder holding this run's earlier exports excepted: export.json says so)."""
+def _check_out(out: Path, run: Path) -> None:
+    """An explicit `--out` is never another run, another run's exports, nor a folder with
+    anything else in it (a folder holding this run's earlier exports excepted: export.json
+    says so)."""
     for folder in (out, *out.parents):
         if folder != run and _is_run_directory(folder):
             inside = "" if folder == out else f" is inside {folder}, which"
@@ -112,18 +101,11 @@ def _check_out(out: Path, run: Path, names: Sequence[str]) -> None:
             f"{out} holds the exports of another run ({source}); they would be replaced",
             "pass a new or empty folder",
         )
-    elif _has_anything(out):
+    if _has_anything(out):
         raise UserError(
             "--out",
             f"{out} is not empty and holds no export (no {EXPORT_INFO}); the export would write "
             "its files among others",
-            "pass a new or empty folder",
-        )
-    taken = [name for name in names if (out / name).exists() or (out / name).is_symlink()]
-    if taken:
-        raise UserError(
-            "--out",
-            f"{out} already holds {', '.join(taken)}, which the export would overwrite",
             "pass a new or empty folder",
         )
 

@@ -59,12 +59,12 @@ def resolved_for(path: Path, where: str) -> Path:
         raise UserError(where, f"{path} {LOOP}", LOOP_FIX) from None
 
 
-def missing(path: Path) -> str:
-    """Why `path` cannot be used, for a path that `exists()` says is not there: "not found",
-    or that it is a link loop."""
+def missing(path: Path, absent: str = "not found") -> str:
+    """Why `path` cannot be used, for a path that `exists()` says is not there: `absent`, or
+    that it is a link loop."""
     try:
         os.stat(path)
     except OSError as error:
         if error.errno == errno.ELOOP:
             return LOOP
-    return "not found"
+    return absent

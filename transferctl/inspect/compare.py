@@ -256,7 +256,8 @@ def _first_line(error: Exception) -> str:
 
 def _not_a_run_fix(path: Path) -> str:
     if not path.exists():
-        return f"the path {paths.missing(path)}; pass a run directory made by finetune"
+        why = paths.missing(path, "does not exist")
+        return f"the path {why}; pass a run directory made by finetune"
     if path.is_dir():
         inside = [child for child in path.iterdir() if (child / rundir.CONFIG).is_file()]
         if inside:

@@ -52,7 +52,7 @@ def list_runs(folder: Path) -> list[Listed]:
     """
     if not folder.is_dir():
         fix = "pass the folder that holds the runs (output.runs_dir, `runs` by default)"
-        what = paths.missing(folder) if not folder.exists() else "is not a folder"
+        what = paths.missing(folder, "does not exist") if not folder.exists() else "is not a folder"
         raise UserError(str(folder), what, fix)
     rows = []
     for path in sorted(folder.iterdir()):

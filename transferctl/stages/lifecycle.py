@@ -288,7 +288,12 @@ def reopen(
             "resume without a config to keep the run's, or pass --force to use the new one",
         )
     chosen = wanted if wanted is not None and force else saved
-    checkpoint.record_config(run_dir, dump_config(chosen), state)
+    checkpoint.forget_pending_config()
+    if replaced and state is not None and state.weights is not None:
+        # written once the checkpoint has loaded into the new config's model
+        checkpoint.record_config_once_it_fits(run_dir, dump_config(chosen), state)
+    else:
+        checkpoint.record_config(run_dir, dump_config(chosen), state)
     if console is not None:
         console.print(f"resuming {run_dir} at {_resume_point(state)}", highlight=False)
     return Reopened(run_dir, chosen, state)

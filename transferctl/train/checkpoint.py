@@ -267,6 +267,33 @@ def record_config(run_dir: Path, text: str, state: TrainState | None) -> None:
         commit(run_dir / rundir.CHECKPOINTS, state)
 
 
+# A config `--force` brings to a run with a checkpoint, written once the checkpoint has loaded
+# into that config's model (`config_fits`): one whose model the checkpoint does not fit (another
+# backbone, head or class count) leaves config.yaml as it was, and the run resumable.
+_PENDING: list[tuple[Path, str, TrainState]] = []
+
+
+def record_config_once_it_fits(run_dir: Path, text: str, state: TrainState) -> None:
+    """`record_config` deferred until `config_fits` (the resumed checkpoint loaded)."""
+    _PENDING[:] = [(run_dir, text, state)]
+
+
+def config_pending() -> bool:
+    """Whether a `--force` config waits for its checkpoint to load."""
+    return bool(_PENDING)
+
+
+def config_fits() -> None:
+    """The resumed checkpoint loaded into the model: write a pending `--force` config."""
+    if _PENDING:
+        run_dir, text, state = _PENDING.pop()
+        record_config(run_dir, text, state)
+
+
+def forget_pending_config() -> None:
+    _PENDING.clear()
+
+
 def commit(folder: Path, state: TrainState) -> None:
     """Record the checksums, write `state.json` atomically, then drop unreferenced weights."""
     wait()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from transferctl import runtime
 from transferctl.config.schema import EarlyStopping
 from transferctl.data import DataBundle
 from transferctl.distribute import strategy as distribution
-from transferctl.errors import TrainingFailed
+from transferctl.errors import TrainingFailed, UserError, first_line
 from transferctl.model.batchnorm import (
     EPOCH_STATISTICS_IMAGES,
     PHASE_STATISTICS_IMAGES,
@@ -221,12 +222,30 @@ def restore(model: Any, folder: Path, state: TrainState) -> list[Any] | None:
     """Load a resumed span's checkpoint into `model` (weights and optimizer state); the best
     epoch's weights so far, when the state names them."""
     best_weights = None
-    if state.best_weights is not None:
-        load_model_weights(model, folder / state.best_weights)
-        best_weights = model.get_weights()
     assert state.weights is not None
-    model.load_weights(str(folder / state.weights))  # model + optimizer state
+    try:
+        if state.best_weights is not None:
+            load_model_weights(model, folder / state.best_weights)
+            best_weights = model.get_weights()
+        model.load_weights(str(folder / state.weights))  # model + optimizer state
+    except ValueError as error:
+        if not checkpoint.config_pending():
+            raise
+        checkpoint.forget_pending_config()
+        raise UserError(
+            "--force",
+            f"the checkpoint of {folder.parent} does not load into the new config's model "
+            f"({_shape_clash(error)}); config.yaml is left as it was",
+            "resume without the changed model keys (or without --force), or start a new run",
+        ) from None
+    checkpoint.config_fits()
     return best_weights
+
+
+def _shape_clash(error: ValueError) -> str:
+    """What Keras says does not fit, in a few words: the first shape mismatch, or its line."""
+    found = re.search(r"variable\.shape=\(.*?\), Received: value\.shape=\(.*?\)", str(error))
+    return found[0] if found else first_line(error)[:200]
 
 
 def load_model_weights(model: Any, path: Path) -> None:
