@@ -191,3 +191,25 @@ def test_force_with_a_model_its_checkpoint_does_not_fit_leaves_the_run_resumable
     result = cli("finetune", "--resume", run, "-q")
     assert result.exit_code == 0, result.output
     assert (run / "model.keras").is_file()
+
+
+def test_a_disk_without_room_for_the_spilled_features_is_exit_2_that_resumes(
+    tmp_path: Path, cli: Any, monkeypatch: Any
+) -> None:
+    from transferctl.train import feature_cache
+
+    one_phase = {"phases": [{"name": "head", "epochs": 1, "learning_rate": 2e-3}]}
+    config = write_config(
+        tmp_path / "c.yaml",
+        tiny_config(model={"freeze": "all"}, train=one_phase, data={"limit": 64}),
+    )
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(feature_cache, "MEMORY_BUDGET_BYTES", 0)  # the features spill to disk
+        patch.setattr(feature_cache, "free_bytes", lambda folder: 32 * 2**20)  # a full disk
+        result = cli("finetune", config, "--run-dir", run, "-q")
+    _one_line(result, "train.feature_cache: the cached features need 0 MiB on")
+    assert "only 32 MiB is free" in result.stderr
+    assert not list(run.rglob("features-*.npy"))
+    result = cli("finetune", "--resume", run, "-q")  # room again
+    assert result.exit_code == 0, result.output

@@ -11,6 +11,9 @@ model.keras, evaluate and export see one ordinary model.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from rich.console import Console
 from transferctl import runtime
 from transferctl.config.schema import Augment
 from transferctl.data import DataBundle, pipeline
+from transferctl.errors import UserError
 from transferctl.labels import SPLITS
 from transferctl.train.progress import progress_bars
 
@@ -93,6 +97,8 @@ def extract(
     width = int(pooled.output.shape[-1])
     total = sum(data.count(split) for split in SPLITS) * width * 4
     on_disk = total > MEMORY_BUDGET_BYTES
+    if on_disk:
+        _check_room(spill_dir, total)
     inputs: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
 
@@ -122,12 +128,9 @@ def _extract_split(
     array: np.ndarray
     if on_disk:
         spill_dir.mkdir(parents=True, exist_ok=True)
-        array = np.lib.format.open_memmap(
-            spill_dir / f"features-{split}.npy",
-            mode="w+",
-            dtype=np.float32,
-            shape=(count, width),
-        )
+        path = spill_dir / f"features-{split}.npy"
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, width))
+        _reserve(path, spill_dir)
     else:
         array = np.empty((count, width), np.float32)
     onehot = np.empty((count, data.num_classes), np.float32)
@@ -139,6 +142,56 @@ def _extract_split(
         done += size
         seen(size)
     inputs[split], labels[split] = array[:done], onehot[:done]
+
+
+SPILL_MARGIN_BYTES = 64 * 2**20  # left free beside the spill (checkpoints, logs)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the disk that holds `folder` (or the nearest folder above it)."""
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def _check_room(spill_dir: Path, total: int) -> None:
+    """The disk holds the spill files (checked before any is written).
+
+    Raises:
+        UserError: it does not.
+    """
+    free = free_bytes(spill_dir)
+    if free < total + SPILL_MARGIN_BYTES:
+        raise UserError(
+            "train.feature_cache",
+            f"the cached features need {total / 2**20:,.0f} MiB on {spill_dir.parent} (they do "
+            f"not fit the memory budget), {SPILL_MARGIN_BYTES / 2**20:.0f} MiB more to spare, "
+            f"and only {free / 2**20:,.0f} MiB is free",
+            "free some space and resume the run, or set train.feature_cache: off",
+        )
+
+
+def _reserve(path: Path, spill_dir: Path) -> None:
+    """Allocate every block of a memory-mapped spill file now: a disk that fills while the
+    pages are written kills the process with SIGBUS, no message; this fails first, in one line.
+
+    Raises:
+        UserError: the disk has no room for it (the spill files are removed).
+    """
+    size = os.path.getsize(path)
+    try:
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return  # a file system without fallocate: written as before
+        discard(spill_dir)
+        raise UserError(
+            "train.feature_cache",
+            f"no room on {spill_dir} for the cached features ({size / 2**20:.0f} MiB for "
+            f"{path.name}): {error.strerror}",
+            "free some space and resume the run, or set train.feature_cache: off",
+        ) from None
 
 
 @contextlib.contextmanager
