@@ -213,3 +213,21 @@ def test_a_disk_without_room_for_the_spilled_features_is_exit_2_that_resumes(
     assert not list(run.rglob("features-*.npy"))
     result = cli("finetune", "--resume", run, "-q")  # room again
     assert result.exit_code == 0, result.output
+
+
+def test_json_from_a_run_is_read_bounded_fifos_and_deep_nesting_included(
+    tmp_path: Path, cli: Any
+) -> None:
+    runs = tmp_path / "runs"
+    piped = _fake_pretrain_run(runs / "tiny-20260101-120000", name="tiny")
+    (piped / "env.json").unlink()
+    os.mkfifo(piped / "env.json")  # opened plainly, it would wait for a writer forever
+    deep = "[" * 20_000 + "]" * 20_000
+    (_fake_pretrain_run(runs / "tiny-20260102-120000", name="tiny") / "env.json").write_text(deep)
+    config = write_config(tmp_path / "c.yaml", tiny_config(output={"runs_dir": str(runs)}))
+    result = cli("validate", config, "--set", "model.weights={run: tiny}")
+    assert result.exit_code == 0, result.output  # kinds unreadable: counted as finetune runs
+    assert "tiny-20260102-120000" in result.stdout
+    (piped / "metrics.json").write_text(deep)
+    result = cli("show", piped)
+    _one_line(result, f"{piped / 'metrics.json'}: damaged file (JSON nested too deeply)")

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from transferctl import files
 from transferctl.data import audit
 
 FORMAT = 1  # bump when FileReport's fields or the audit's verdicts change
@@ -88,7 +89,7 @@ def folder_fingerprint(root: Path) -> str | None:
 
 def _load(path: Path, fingerprint: str, root: Path) -> audit.FolderAudit | None:
     try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
+        stored = files.read_json(path)
         if stored.get("fingerprint") != fingerprint or stored.get("format") != FORMAT:
             return None
         return _from_json(stored["audit"], root)

@@ -273,12 +273,11 @@ def check_resume(env_path: Path, spread: Distribution) -> None:
     Raises:
         UserError: the global batch differs (naming runtime.distribution).
     """
-    import json
 
     from transferctl import files
 
     try:
-        recorded = json.loads(files.read_regular(env_path, limit=ENV_BYTES)).get("distribution")
+        recorded = files.read_json(env_path, limit=ENV_BYTES).get("distribution")
         before = int(recorded["global_batch_size"])
         replicas = int(recorded["replicas"])
     except (OSError, ValueError, TypeError, KeyError, AttributeError):

@@ -7,7 +7,6 @@ The run's split is rebuilt from its resolved config (same seed, same split); ano
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from transferctl import runtime
+from transferctl import files, runtime
 from transferctl.data.examples import Examples
 from transferctl.errors import ConfigErrors, UserError, quote
 from transferctl.files import paths
@@ -225,7 +224,7 @@ def count_notes(run: RunFiles, target: Target) -> list[str]:
     if target.data_path is not None or not (run.path / rundir.METRICS).is_file():
         return []
     try:
-        trained = json.loads((run.path / rundir.METRICS).read_text(encoding="utf-8"))
+        trained = files.read_json(run.path / rundir.METRICS)
         expected = int(trained[target.name]["num_examples"])
     except (OSError, ValueError, KeyError, TypeError):
         return []

@@ -9,11 +9,11 @@ again replaces it. A folder holding another model's exports is refused.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from transferctl import files
 from transferctl.errors import UserError
 from transferctl.rundir import layout as rundir
 
@@ -26,10 +26,10 @@ def start(out_dir: Path, run_dir: Path, class_names: list[str], size: tuple[int,
     document: dict[str, Any] = {"exports": {}}
     if path.is_file():
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            document = files.read_json(path)
+        except files.NotReadable as error:
             raise UserError(
-                str(path), f"cannot read it ({error})", "delete it, or pass another --out"
+                str(path), f"cannot read it ({error.reason})", "delete it, or pass another --out"
             ) from None
         if not isinstance(document, dict) or not isinstance(document.get("exports"), dict):
             raise UserError(str(path), "is not a transferctl export.json", "pass another --out")

@@ -5,7 +5,6 @@ Everything here is cheap (no TensorFlow), so a mistake is reported in millisecon
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,8 +126,8 @@ def _is_run_directory(folder: Path) -> bool:
 
 def _source_run(info: Path) -> Path | None:
     try:
-        document = json.loads(files.read_regular(info, limit=16 * 2**20).decode("utf-8"))
-    except (files.NotReadable, UnicodeDecodeError, json.JSONDecodeError):
+        document = files.read_json(info, limit=16 * 2**20)
+    except files.NotReadable:
         return None  # reported by the export itself
     source = document.get("source_run") if isinstance(document, dict) else None
     return Path(source).resolve() if isinstance(source, str) and source else None

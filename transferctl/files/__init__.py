@@ -15,11 +15,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 # Pillow's own decompression-bomb threshold (its `Image.MAX_IMAGE_PIXELS`, 89,478,485 pixels:
 # about 9459x9459, 256 MiB as RGB), applied as a hard limit everywhere images are read.
@@ -81,6 +82,28 @@ def read_regular(path: Path, limit: int | None = None) -> bytes:
     if limit is not None and len(data) > limit:
         raise NotReadable(f"file too large: more than {limit:,} bytes")
     return data
+
+
+# a run's metrics.json holds per-class tables: thousands of classes fit in a few megabytes
+JSON_MAX_BYTES = 64 * 2**20
+
+
+def read_json(path: Path, limit: int = JSON_MAX_BYTES) -> Any:
+    """The JSON value in `path`: a regular file of at most `limit` bytes, UTF-8. Nesting is
+    bounded by the decoder's recursion check (a 20,000-deep file is refused, not a crash).
+
+    Raises:
+        NotReadable: not a regular file, too large, not UTF-8, not JSON, nested too deeply.
+    """
+    data = read_regular(path, limit)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise NotReadable("not UTF-8 text") from None
+    except ValueError as error:
+        raise NotReadable(f"not valid JSON ({error})") from None
+    except RecursionError:
+        raise NotReadable("JSON nested too deeply") from None
 
 
 def read_head(path: Path, count: int) -> bytes:

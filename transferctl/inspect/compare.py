@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -239,8 +238,8 @@ def _read_json_mapping(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        loaded = json.loads(files.read_regular(path, limit=JSON_MAX_BYTES).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+        loaded = files.read_json(path, limit=JSON_MAX_BYTES)
+    except (OSError, ValueError) as error:
         raise UserError(str(path), f"damaged file ({_first_line(error)})", _DAMAGED) from None
     if not isinstance(loaded, dict):
         raise UserError(str(path), "damaged file (not a JSON object)", _DAMAGED)

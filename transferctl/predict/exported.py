@@ -9,11 +9,11 @@ from the export's labels.txt beside the file. The runtimes are the export extras
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from transferctl import files
 from transferctl.errors import UserError
 from transferctl.export import onnx_file, tflite_file
 from transferctl.export.metadata import EXPORT_INFO
@@ -71,7 +71,7 @@ def _input_size(path: Path) -> tuple[int, int]:
     own resize; the file takes any size, so without export.json the image's own would do, but
     one size per batch is what a batch needs: 224x224 then."""
     try:
-        size = json.loads((path.parent / EXPORT_INFO).read_text(encoding="utf-8"))["input_size"]
+        size = files.read_json(path.parent / EXPORT_INFO)["input_size"]
         height, width = (int(value) for value in size)
     except (OSError, ValueError, TypeError, KeyError):
         return 224, 224

@@ -13,7 +13,6 @@ global state), so importing this module stays cheap and never loads TensorFlow.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transferctl import files
 from transferctl.errors import UserError, printable
 from transferctl.rundir import layout as rundir
 
@@ -336,7 +336,7 @@ def _kept_epochs(run_dir: Path) -> list[int]:
 
 def _metrics(run_dir: Path) -> dict[str, Any]:
     try:
-        metrics = json.loads((run_dir / rundir.METRICS).read_text(encoding="utf-8"))
+        metrics = files.read_json(run_dir / rundir.METRICS)
     except (OSError, ValueError):
         return {}
     return metrics if isinstance(metrics, dict) else {}

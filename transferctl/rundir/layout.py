@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from transferctl import files
 from transferctl.errors import UserError
 from transferctl.files import paths
 from transferctl.rundir import lock as runlock
@@ -41,6 +42,9 @@ PRETRAIN = "pretrain"
 KINDS = (FINETUNE, PRETRAIN)  # env.json `kind`: what trained the run (runs older than it: finetune)
 
 
+SMALL_JSON_BYTES = 1 << 20  # state.json, env.json
+
+
 def is_finished(run_dir: Path) -> bool:
     """A run whose training finished: its checkpoints/state.json says so and model.keras exists.
 
@@ -50,7 +54,7 @@ def is_finished(run_dir: Path) -> bool:
     if not (run_dir / MODEL).is_file() or not state.is_file():
         return False
     try:
-        return json.loads(_read_small(state)).get("finished") is True
+        return files.read_json(state, limit=SMALL_JSON_BYTES).get("finished") is True
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -59,7 +63,7 @@ def run_kind(run_dir: Path) -> str:
     """`finetune` or `pretrain`, as the run's env.json says; a run without a kind is a finetune
     run (env.json had none before pretrain existed); `unknown` when env.json can't be read."""
     try:
-        environment = json.loads(_read_small(run_dir / ENV))
+        environment = files.read_json(run_dir / ENV, limit=SMALL_JSON_BYTES)
     except (OSError, ValueError):
         return "unknown"
     if not isinstance(environment, dict):
@@ -79,15 +83,6 @@ def require_kind(run_dir: Path, kind: str, where: str, instead: str) -> None:
     found = run_kind(run_dir)
     if found not in (kind, "unknown"):
         raise UserError(where, f"{run_dir} is a {found} run, not a {kind} run", instead)
-
-
-def _read_small(path: Path, limit: int = 1 << 20) -> str:
-    """A run's small JSON file, at most `limit` bytes (a damaged or hostile file stays bounded)."""
-    with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{path} is over {limit} bytes")
-    return data.decode("utf-8")
 
 
 def check_writable(folder: Path, where: str = "output.runs_dir") -> None:

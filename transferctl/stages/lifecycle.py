@@ -23,7 +23,6 @@ The stage's `train` then gets an `Opening`, whose methods do the rest in order:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import shutil
@@ -35,7 +34,7 @@ from typing import Any
 
 from rich.console import Console
 
-from transferctl import runtime
+from transferctl import files, runtime
 from transferctl.config.loader import dump_config, flatten, load_config
 from transferctl.config.schema import Config
 from transferctl.data import DataBundle
@@ -386,4 +385,10 @@ def held_out_scores(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        found = files.read_json(path)
+    except files.NotReadable as error:
+        raise UserError(str(path), error.reason, "restore it, or train the run again") from None
+    return found if isinstance(found, dict) else {}

@@ -73,11 +73,9 @@ def load_state(folder: Path) -> TrainState | None:
     if not path.exists() and not path.is_symlink():
         return None
     try:
-        data = json.loads(files.read_regular(path, limit=STATE_MAX_BYTES).decode("utf-8"))
+        data = files.read_json(path, limit=STATE_MAX_BYTES)
     except files.NotReadable as error:
         raise damaged_state(path, error.reason) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise damaged_state(path, f"not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise damaged_state(path, "not a JSON object")
     for item in fields(TrainState):
