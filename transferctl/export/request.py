@@ -110,12 +110,19 @@ def _check_out(out: Path, run: Path) -> None:
 
 
 def _has_anything(folder: Path) -> bool:
-    """Anything in `folder` (one that cannot be listed counts as not empty)."""
+    """Anything in `folder` but what a killed export leaves (its `.NAME.tmp*` and `.NAME.old`
+    files, removed by the next export, and its lock); one that cannot be listed counts."""
     try:
         with os.scandir(folder) as entries:
-            return next(entries, None) is not None
+            return any(not _export_leftover(entry.name) for entry in entries)
     except OSError:
         return True
+
+
+def _export_leftover(name: str) -> bool:
+    return name.startswith(".") and (
+        ".tmp" in name or name.endswith(".old") or name == ".transferctl.lock"
+    )
 
 
 def _is_run_directory(folder: Path) -> bool:
