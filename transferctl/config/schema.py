@@ -33,6 +33,7 @@ from transferctl.config.fields import (
     Section,
     split_run_reference,
 )
+from transferctl.config.search import MLflow, Search, Tracking
 from transferctl.config.sections import (
     Augment,
     Data,
@@ -62,13 +63,16 @@ __all__ = [
     "Head",
     "ImageSide",
     "LayerDecay",
+    "MLflow",
     "Model",
     "Output",
     "Phase",
     "PositiveFinite",
     "Pretrain",
     "Runtime",
+    "Search",
     "Section",
+    "Tracking",
     "Train",
     "Unfreeze",
 ]
@@ -96,6 +100,10 @@ class Config(Section):
     """Read by `transferctl pretrain` only; null (the default): the defaults below."""
     distill: Distill | None = None
     """Distil a finished run into this one; null (the default): no distillation."""
+    search: Search | None = None
+    """Read by `transferctl tune` only: the space it searches; null: no search."""
+    tracking: Tracking | None = None
+    """Experiment tracking (MLflow); null: none, unless MLFLOW_TRACKING_URI is set."""
 
     @field_validator("name", mode="after")
     @classmethod

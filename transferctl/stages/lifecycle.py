@@ -45,7 +45,7 @@ from transferctl.labels import HELD_OUT
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
 from transferctl.stages import worker
-from transferctl.train import checkpoint
+from transferctl.train import checkpoint, listeners
 from transferctl.train.checkpoint import TrainState
 from transferctl.train.driver import TrainResult
 
@@ -183,6 +183,7 @@ class Opening:
         config, run_dir = self.config, self.run_dir
         if self.state is not None:
             assert run_dir is not None
+            listeners.started(run_dir, config)
             return run_dir
         target = config.output.runs_dir if run_dir is None else run_dir
         check_disk_space(target, parameters, "--run-dir" if run_dir else None)
@@ -195,6 +196,7 @@ class Opening:
         if bad_files:
             listed = "".join(f"{file}\t{why}\n" for file, why in bad_files)
             rundir.write_text(path / rundir.BAD_FILES, listed)
+        listeners.started(path, config)
         return path
 
     @contextlib.contextmanager
@@ -235,6 +237,7 @@ class Opening:
         checkpoint.commit(path / rundir.CHECKPOINTS, state)
         if not keep:
             checkpoint.drop_all_but_state(path / rundir.CHECKPOINTS)
+        listeners.finished(path, metrics)
         return RunResult(run_dir=path, metrics=metrics)
 
 

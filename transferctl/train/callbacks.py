@@ -21,7 +21,7 @@ from typing import Any
 from transferctl import runtime
 from transferctl.model.batchnorm import recompute_statistics
 from transferctl.rundir import layout as rundir
-from transferctl.train import checkpoint
+from transferctl.train import checkpoint, listeners
 from transferctl.train.checkpoint import TrainState
 
 keras = runtime.keras()
@@ -182,6 +182,7 @@ class HistoryWriter(Callback):
         self.rows.append(row)
         write_history(self.path, self.rows)
         self.last_row = time.perf_counter()
+        listeners.epoch(row)  # may raise to stop the run (a pruned trial)
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
