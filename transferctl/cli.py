@@ -109,6 +109,37 @@ _training_command(
 )
 
 
+@app.command(rich_help_panel="Train")
+@handle_errors
+def tune(
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="The YAML config with a search: section.", show_default=False),
+    ] = None,
+    overrides: SetOption = None,
+    trials: Annotated[
+        int | None,
+        typer.Option("--trials", metavar="N", help="Trials to finish (overrides search.trials)."),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", metavar="N", help="Processes on this machine, one study.")
+    ] = 1,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="The tune directory: new or empty (default: in runs_dir)."),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Go on with the study in this tune directory.")
+    ] = None,
+    worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
+) -> None:
+    """Search the config's search: space with Optuna; every trial is a run; prints the
+    tune directory (trials.csv, best.yaml, tune.png)."""
+    from transferctl.commands.tune import run
+
+    run(config, overrides or [], trials, jobs, directory, resume, worker)
+
+
 @app.command(rich_help_panel="Config")
 @handle_errors
 def validate(

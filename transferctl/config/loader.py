@@ -22,7 +22,9 @@ from transferctl.files import bounded_yaml
 CONFIG_FILE_NAME = "config.yaml"
 
 
-def load_config(path: Path | str, overrides: Sequence[str] = ()) -> Config:
+def load_config(
+    path: Path | str, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None
+) -> Config:
     """Read, override, validate and resolve a config file.
 
     Example:
@@ -32,6 +34,7 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> Config:
         path: the YAML file.
         overrides: `KEY=VALUE` strings; KEY a dotted path (list indices as numbers), VALUE
             parsed as a YAML scalar.
+        values: KEY -> a Python value, applied after `overrides` (a tune trial's sample).
     """
     path = Path(path)
     raw = read_yaml(path)
@@ -39,6 +42,9 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> Config:
     overridden: set[str] = set()
     for text in overrides:
         key, value = parse_override(text)
+        apply_override(merged, key, value)
+        overridden.add(key)
+    for key, value in (values or {}).items():
         apply_override(merged, key, value)
         overridden.add(key)
     try:
