@@ -8,6 +8,7 @@ this process runs prints one line: on a terminal with colour, in a log as plain 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -76,16 +77,16 @@ def resume(directory: Path, trials: int | None, jobs: int, worker: bool = False)
         search = config.search.model_copy(update={"trials": trials})
         updated = config.model_copy(update={"search": search})
         rundir.write_text(directory / BASE, dump_config(updated))
-    return run(directory, jobs, fail_running=not worker)
+    return run(directory, jobs, fail_running=not worker, worker=worker)
 
 
-def run(directory: Path, jobs: int, fail_running: bool = False) -> Path:
+def run(directory: Path, jobs: int, fail_running: bool = False, worker: bool = False) -> Path:
     """Trials in this process (and `jobs - 1` workers) until the study has enough;
     `fail_running`: trials left running by a killed tune are rerun now (a local study only)."""
     config = load_config(directory / BASE)
     search = config.search
     assert search is not None
-    study = open_study(directory, config)
+    study = open_study(directory, config, seed=config.seed + os.getpid() if worker else None)
     study.set_user_attr("metric", search.metric)
     if fail_running and search.storage is None:
         for number in fail_interrupted(study):
@@ -99,8 +100,8 @@ def run(directory: Path, jobs: int, fail_running: bool = False) -> Path:
     try:
         _optimize(study, directory, config, console)
     finally:
-        for worker in workers:
-            worker.wait()
+        for process in workers:
+            process.wait()
         report.write_all(directory, study)
     _summary(study, directory, console)
     return directory

@@ -43,8 +43,10 @@ def storage_url(directory: Path, search: Search) -> str:
     return search.storage or f"sqlite:///{(directory / STUDY_DB).resolve()}"
 
 
-def open_study(directory: Path, config: Config) -> Any:
-    """The study of `directory` (created on the first call, loaded on later ones).
+def open_study(directory: Path, config: Config, seed: int | None = None) -> Any:
+    """The study of `directory` (created on the first call, loaded on later ones); `seed`:
+    the sampler's (`config.seed` by default; each process of one study needs its own, or they
+    all suggest the same values).
 
     Raises:
         UserError: the storage cannot be opened (a bad `search.storage` URL, a database down).
@@ -68,7 +70,7 @@ def open_study(directory: Path, config: Config) -> Any:
             storage=storage,
             study_name=STUDY_NAME,
             direction="maximize" if search.metric == "val_accuracy" else "minimize",
-            sampler=_sampler(search, config.seed),
+            sampler=_sampler(search, config.seed if seed is None else seed),
             pruner=_pruner(search, config),
             load_if_exists=True,
         )
