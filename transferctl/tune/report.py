@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from transferctl.rundir import layout as rundir
+from transferctl.tune.space import chosen
 from transferctl.tune.study import BEST, PLOT, TRIALS_CSV, retry_class
 from transferctl.tune.trial import RUN_DIR_ATTR
 
 COLUMNS = ("number", "state", "value", "seconds", "run_dir", "params", "note")
 
 
-def write_all(directory: Path, study: Any) -> None:
+def write_all(directory: Path, study: Any, space: dict[str, Any]) -> None:
     """trials.csv, then best.yaml and tune.png when some trial completed."""
-    write_trials(directory, study)
+    write_trials(directory, study, space)
     best = best_trial(study)
     if best is not None:
         source = Path(best.user_attrs[RUN_DIR_ATTR]) / rundir.CONFIG
@@ -41,16 +42,16 @@ def best_trial(study: Any) -> Any | None:
     return study.best_trial
 
 
-def write_trials(directory: Path, study: Any) -> None:
+def write_trials(directory: Path, study: Any, space: dict[str, Any]) -> None:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for trial in study.get_trials(deepcopy=False):
-        writer.writerow(_row(trial))
+        writer.writerow(_row(trial, space))
     rundir.write_text(directory / TRIALS_CSV, out.getvalue())
 
 
-def _row(trial: Any) -> dict[str, Any]:
+def _row(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
     seconds = trial.duration.total_seconds() if trial.duration is not None else None
     rerun = retry_class().retried_trial_number(trial)
     notes = [f"rerun of trial {rerun} (interrupted)"] if rerun is not None else []
@@ -62,7 +63,7 @@ def _row(trial: Any) -> dict[str, Any]:
         "value": "" if trial.value is None else f"{trial.value:.6g}",
         "seconds": "" if seconds is None else f"{seconds:.1f}",
         "run_dir": trial.user_attrs.get(RUN_DIR_ATTR, ""),
-        "params": json.dumps(trial.params, sort_keys=True),
+        "params": json.dumps(chosen(trial.params, space), sort_keys=True),
         "note": "; ".join(notes),
     }
 

@@ -24,7 +24,7 @@ from transferctl.files import paths
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
 from transferctl.tune import report
-from transferctl.tune.space import check_space
+from transferctl.tune.space import check_space, chosen
 from transferctl.tune.space import shown as shown_values
 from transferctl.tune.study import BASE, fail_interrupted, finished_count, open_study
 from transferctl.tune.trial import run_trial
@@ -102,7 +102,7 @@ def run(directory: Path, jobs: int, fail_running: bool = False, worker: bool = F
     finally:
         for process in workers:
             process.wait()
-        report.write_all(directory, study)
+        report.write_all(directory, study, search.space)
     _summary(study, directory, console)
     return directory
 
@@ -122,7 +122,7 @@ def _optimize(study: Any, directory: Path, config: Config, console: Console) -> 
 
     def told(study: Any, trial: Any) -> None:
         _line(console, study, trial, search.trials, search.space)
-        report.write_trials(directory, study)
+        report.write_trials(directory, study, search.space)
 
     if finished_count(study) >= search.trials:
         return
@@ -131,7 +131,8 @@ def _optimize(study: Any, directory: Path, config: Config, console: Console) -> 
 
 def _line(console: Console, study: Any, trial: Any, total: int, space: Any) -> None:
     done = finished_count(study)
-    values = ", ".join(f"{key} {value}" for key, value in shown_values(trial.params, space).items())
+    used = shown_values(chosen(trial.params, space), space)
+    values = ", ".join(f"{key} {_compact(value)}" for key, value in used.items())
     if trial.state.name == "COMPLETE":
         outcome = f"{trial.value:.4f}"
     elif trial.state.name == "PRUNED":
@@ -141,6 +142,13 @@ def _line(console: Console, study: Any, trial: Any, total: int, space: Any) -> N
     best = report.best_trial(study)
     tail = f"; best {best.value:.4f} (trial {best.number})" if best is not None else ""
     console.print(f"trial {trial.number} ({done}/{total}): {values} -> {outcome}{tail}")
+
+
+def _compact(value: Any) -> str:
+    """A value on one line: a mapping as {key: value}."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {item}" for key, item in value.items()) + "}"
+    return str(value)
 
 
 def _summary(study: Any, directory: Path, console: Console) -> None:

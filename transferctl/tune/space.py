@@ -108,6 +108,17 @@ def grid_values(space: dict[str, Dimension]) -> dict[str, list[Any]]:
     return grid
 
 
+def chosen(params: dict[str, Any], space: dict[str, Dimension]) -> dict[str, Any]:
+    """A trial's values as the config got them: a mapping choice's index (what Optuna stores)
+    replaced by the choice itself."""
+    values = dict(params)
+    for key, dimension in space.items():
+        choices = dimension.choice
+        if key in values and choices is not None and not all(map(_plain, choices)):
+            values[key] = choices[values[key]]
+    return values
+
+
 def shown(values: dict[str, Any], space: dict[str, Dimension]) -> dict[str, Any]:
     """The values a trial used, as a person reads them: a key's last part when no other key
     ends the same, numbers to 4 significant digits."""
