@@ -108,3 +108,18 @@ def test_a_killed_study_resumes_without_repeating_or_double_counting(
     assert best["train.phases.0.learning_rate"] > 1e-6  # the rate that learns
     assert cli("validate", directory / "best.yaml").exit_code == 0
     assert (directory / "tune.png").is_file() and os.path.getsize(directory / "tune.png") > 0
+
+
+def test_trials_that_fail_are_recorded_and_three_in_a_row_stop_the_study(
+    tmp_path: Path, cli: Any
+) -> None:
+    # a layer name is checked when the model is built: each trial fails, the study goes on
+    space = {"model.freeze": {"choice": [{"until": "nope"}, {"until": "nada"}]}}
+    config = _tune_config(tmp_path, {"space": space, "sampler": "random", "trials": 5})
+    result = cli("tune", config, "--dir", tmp_path / "study")
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]  # after a line per trial
+    assert last.startswith("error: search: 3 trials failed in a row; the last: model.freeze.")
+    rows = _rows(tmp_path / "study")
+    assert [row["state"] for row in rows] == ["fail"] * 3
+    assert all("the backbone has no layer named" in row["note"] for row in rows)

@@ -57,6 +57,8 @@ def _row(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
     notes = [f"rerun of trial {rerun} (interrupted)"] if rerun is not None else []
     if trial.state.name == "PRUNED" and trial.last_step is not None:
         notes.append(f"pruned at run epoch {trial.last_step}")
+    if trial.state.name == "FAIL":
+        notes.append(trial.user_attrs.get("error", "interrupted (killed)"))
     return {
         "number": trial.number,
         "state": trial.state.name.lower(),

@@ -19,14 +19,20 @@ from rich.console import Console
 
 from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config
-from transferctl.errors import UserError, shown
+from transferctl.errors import Interrupted, TrainingFailed, UserError, shown
 from transferctl.files import paths
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
 from transferctl.tune import report
 from transferctl.tune.space import check_space, chosen
 from transferctl.tune.space import shown as shown_values
-from transferctl.tune.study import BASE, fail_interrupted, finished_count, open_study
+from transferctl.tune.study import (
+    BASE,
+    fail_interrupted,
+    finished_count,
+    open_study,
+    requeue_interrupted,
+)
 from transferctl.tune.trial import run_trial
 
 TUNE_SUFFIX = "tune"
@@ -107,7 +113,13 @@ def run(directory: Path, jobs: int, fail_running: bool = False, worker: bool = F
     return directory
 
 
+FAILURES_IN_A_ROW = 3  # trials that fail one after another: the config, not the values
+
+
 def _optimize(study: Any, directory: Path, config: Config, console: Console) -> None:
+    """Trials until enough finished. A trial that fails (a NaN loss at a wild rate, bad data)
+    is recorded and the study goes on; three in a row stop it with the last one's reason. A
+    trial cut by Ctrl-C is queued to run again on `--resume`."""
     import optuna
     from optuna.trial import TrialState
 
@@ -116,6 +128,7 @@ def _optimize(study: Any, directory: Path, config: Config, console: Console) -> 
     counted = optuna.study.MaxTrialsCallback(
         search.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)
     )
+    failures: list[Any] = []
 
     def objective(trial: Any) -> float:
         return run_trial(trial, directory, config)
@@ -123,10 +136,24 @@ def _optimize(study: Any, directory: Path, config: Config, console: Console) -> 
     def told(study: Any, trial: Any) -> None:
         _line(console, study, trial, search.trials, search.space)
         report.write_trials(directory, study, search.space)
+        failures[:] = [*failures, trial] if trial.state == TrialState.FAIL else []
+        if len(failures) >= FAILURES_IN_A_ROW:
+            study.stop()
 
     if finished_count(study) >= search.trials:
         return
-    study.optimize(objective, callbacks=[counted, told], catch=(UserError,))
+    try:
+        study.optimize(objective, callbacks=[counted, told], catch=(UserError, TrainingFailed))
+    except KeyboardInterrupt:
+        requeue_interrupted(study)
+        raise Interrupted(directory, "tune") from None
+    if len(failures) >= FAILURES_IN_A_ROW:
+        reason = failures[-1].user_attrs.get("error", "see its run directory")
+        raise UserError(
+            "search",
+            f"{FAILURES_IN_A_ROW} trials failed in a row; the last: {reason}",
+            f"see trials.csv and the trials' run directories in {directory}",
+        )
 
 
 def _line(console: Console, study: Any, trial: Any, total: int, space: Any) -> None:
@@ -138,7 +165,7 @@ def _line(console: Console, study: Any, trial: Any, total: int, space: Any) -> N
     elif trial.state.name == "PRUNED":
         outcome = f"pruned at epoch {trial.last_step}"
     else:
-        outcome = "failed"
+        outcome = f"failed: {trial.user_attrs.get('error', 'see its run directory')}"
     best = report.best_trial(study)
     tail = f"; best {best.value:.4f} (trial {best.number})" if best is not None else ""
     console.print(f"trial {trial.number} ({done}/{total}): {values} -> {outcome}{tail}")

@@ -53,7 +53,7 @@ def open_study(directory: Path, config: Config, seed: int | None = None) -> Any:
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # tune says what happened, a line a trial
     # the heartbeat and its retry callback are marked experimental (since Optuna 2.8)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     search = config.search
@@ -145,3 +145,12 @@ def fail_interrupted(study: Any) -> list[int]:
             failed.append(trial.number)
             retry(study, storage.get_trial(trial._trial_id))
     return failed
+
+
+def requeue_interrupted(study: Any) -> None:
+    """The trial Ctrl-C cut (Optuna marks it failed) queued to run again, like a killed one."""
+    from optuna.trial import TrialState
+
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if failed and failed[-1].user_attrs.get("error") == "interrupted (Ctrl-C)":
+        retry_callback()(study, failed[-1])

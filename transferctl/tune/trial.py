@@ -16,12 +16,14 @@ from typing import Any
 
 from transferctl.config.loader import load_config
 from transferctl.config.schema import Config
-from transferctl.errors import UserError
+from transferctl.errors import TrainingFailed, UserError
 from transferctl.train import listeners
 from transferctl.tune.space import suggest
 from transferctl.tune.study import BASE, TRIALS
 
 RUN_DIR_ATTR = "run_dir"  # the trial's user attribute naming its run directory
+ERROR_ATTR = "error"  # why a trial failed
+INTERRUPTED = "interrupted (Ctrl-C)"
 
 
 @dataclass
@@ -74,6 +76,12 @@ def run_trial(trial: Any, directory: Path, config: Config) -> float:
     try:
         with listeners.listening(Pruning(trial, search.metric)):
             result = finetune.STAGE.start(trial_cfg, run_dir=run_dir, console=None)
+    except (UserError, TrainingFailed) as error:
+        trial.set_user_attr(ERROR_ATTR, str(error))  # trials.csv's note; the study goes on
+        raise
+    except KeyboardInterrupt:
+        trial.set_user_attr(ERROR_ATTR, INTERRUPTED)  # queued again (`requeue_interrupted`)
+        raise
     finally:
         keras().backend.clear_session()  # the next trial builds its model in a fresh graph
     return _value(result.metrics, search.metric, run_dir)
