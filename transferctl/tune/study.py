@@ -35,7 +35,9 @@ PLOT = "tune.png"
 STUDY_NAME = "transferctl"
 HEARTBEAT_SECONDS = 5  # a running trial writes its heartbeat this often
 GRACE_SECONDS = 20  # a trial silent this long is stale (killed): failed, then rerun
-STARTUP_TRIALS = 2  # trials the median pruner waits for before pruning (small studies prune too)
+# completed trials the median pruner waits for: 2 (small studies prune too), a quarter of a
+# larger study (a median of two trials prunes nearly everything below the luckier one)
+STARTUP_TRIALS = 2
 WARMUP_EPOCHS = 2  # no trial is pruned on its first run epoch: one epoch says little
 
 
@@ -120,8 +122,16 @@ def _pruner(search: Search, config: Config) -> Any:
         epochs = sum(phase.epochs for phase in config.train.phases)
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
     return optuna.pruners.MedianPruner(
-        n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS
+        n_startup_trials=max(STARTUP_TRIALS, search.trials // 4),
+        n_warmup_steps=warmup_epochs(config),
     )
+
+
+def warmup_epochs(config: Config) -> int:
+    """Run epochs no trial is pruned in: the first phase of a multi-phase run (a frozen
+    backbone's head says little about how the fine-tuning goes), else `WARMUP_EPOCHS`."""
+    phases = config.train.phases
+    return max(WARMUP_EPOCHS, phases[0].epochs + 1 if len(phases) > 1 else 0)
 
 
 def finished_count(study: Any) -> int:
