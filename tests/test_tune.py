@@ -4,7 +4,6 @@ study killed with SIGKILL and resumed without repeating or double-counting a tri
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -18,13 +17,13 @@ import pytest
 from tests.conftest import tiny_config, write_config
 
 DROPOUT = "search.space.model.head.dropout"
-SPACE = {"train.phases.0.learning_rate": {"choice": [1.0e-7, 2.0e-3, 5.0e-3]}}
+SPACE = {"train.phases.0.learning_rate": {"choice": [1.0e-7, 5.0e-3]}}
 
 
 def _tune_config(tmp_path: Path, search: dict[str, Any], **sections: Any) -> Path:
-    one_phase = {"phases": [{"name": "all", "epochs": 2, "learning_rate": 2e-3}]}
+    one_phase = {"phases": [{"name": "all", "epochs": 1, "learning_rate": 2e-3}]}
     config = tiny_config(
-        data={"limit": 64}, train=one_phase, output={"runs_dir": str(tmp_path / "runs")}
+        data={"limit": 48}, train=one_phase, output={"runs_dir": str(tmp_path / "runs")}
     )
     config["search"] = search
     config.update(sections)
@@ -75,7 +74,7 @@ def _rows(directory: Path) -> list[dict[str, str]]:
 def test_a_killed_study_resumes_without_repeating_or_double_counting(
     tmp_path: Path, cli: Any
 ) -> None:
-    config = _tune_config(tmp_path, {"space": SPACE, "sampler": "grid", "trials": 3})
+    config = _tune_config(tmp_path, {"space": SPACE, "sampler": "grid", "trials": 2})
     directory = tmp_path / "study"
     command = [sys.executable, "-c", "from transferctl.cli import main; main()"]
     started = subprocess.Popen(
@@ -90,22 +89,23 @@ def test_a_killed_study_resumes_without_repeating_or_double_counting(
         ):
             break
         time.sleep(0.5)
-    started.send_signal(signal.SIGKILL)  # mid-way through the second trial, or between trials
+    started.send_signal(signal.SIGKILL)  # in the second trial, or between the two
     started.wait()
 
     result = cli("tune", "--resume", directory)
     assert result.exit_code == 0, result.output
     rows = _rows(directory)
     finished = [row for row in rows if row["state"] in ("complete", "pruned")]
-    assert len(finished) == 3, rows
-    assert len({row["params"] for row in finished}) == 3  # every grid point once
+    assert len(finished) == 2, rows
+    assert len({row["params"] for row in finished}) == 2  # every grid point once
     interrupted = [row for row in rows if row["state"] == "fail"]
     reruns = [row for row in rows if row["note"].startswith("rerun of trial")]
     assert len(reruns) == len(interrupted) <= 1, rows
     for row in finished:
         assert (Path(row["run_dir"]) / "config.yaml").is_file()
-    best = json.loads(max(finished, key=lambda row: float(row["value"] or 0))["params"])
-    assert best["train.phases.0.learning_rate"] > 1e-6  # the rate that learns
+    best = max(finished, key=lambda row: float(row["value"] or 0))
+    saved = (Path(best["run_dir"]) / "config.yaml").read_text()
+    assert (directory / "best.yaml").read_text() == saved  # the best trial's config
     assert cli("validate", directory / "best.yaml").exit_code == 0
     assert (directory / "tune.png").is_file() and os.path.getsize(directory / "tune.png") > 0
 
