@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from transferctl import track
 from transferctl.config.loader import load_config
 from transferctl.errors import UserError, printable
 from transferctl.rundir import layout as rundir
@@ -21,6 +22,7 @@ from transferctl.rundir.reading import read_labels
 from transferctl.runtime.native import native_stderr_filtered
 
 if TYPE_CHECKING:
+    from transferctl.config.schema import Config
     from transferctl.stages.lifecycle import RunResult, Stage
 
 
@@ -127,11 +129,15 @@ def train_command(
         if target is None:
             assert config_path is not None
             config = load_config(config_path, overrides)
-            result = stage.start(config, run_dir=run_dir, console=console, unsafe=unsafe)
+            with track.tracked(config):
+                result = stage.start(config, run_dir=run_dir, console=console, unsafe=unsafe)
         else:
             source = config_path or target / rundir.CONFIG
             asked = load_config(source, overrides) if (config_path or overrides) else None
-            result = stage.resume(target, config=asked, force=force, console=console, unsafe=unsafe)
+            with track.tracked(asked or _own_config(target)):
+                result = stage.resume(
+                    target, config=asked, force=force, console=console, unsafe=unsafe
+                )
     if console is not None and result.already_finished:
         console.print(f"{result.run_dir} already finished; nothing to do", highlight=False)
     elif console is not None:
@@ -139,6 +145,15 @@ def train_command(
             console.print(line, highlight=False)
     # the path itself for a script reading stdout; escaped where a person reads it
     typer.echo(printable(str(result.run_dir)) if sys.stdout.isatty() else str(result.run_dir))
+
+
+def _own_config(run_dir: Path) -> Config | None:
+    """The run's own config.yaml, whose `tracking:` a resumed run follows; None when it does
+    not load (resuming then says what is wrong with the run)."""
+    try:
+        return load_config(run_dir / rundir.CONFIG)
+    except UserError:
+        return None
 
 
 def _is_run(path: Path) -> bool:
