@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
+from transferctl import track
 from transferctl.config.loader import dump_config, load_config
 from transferctl.config.schema import Config
 from transferctl.errors import Interrupted, TrainingFailed, UserError, shown
@@ -143,7 +144,8 @@ def _optimize(study: Any, directory: Path, config: Config, console: Console) -> 
     if finished_count(study) >= search.trials:
         return
     try:
-        study.optimize(objective, callbacks=[counted, told], catch=(UserError, TrainingFailed))
+        with track.parent_run(config, directory.name, directory):  # trials nest under it
+            study.optimize(objective, callbacks=[counted, told], catch=(UserError, TrainingFailed))
     except KeyboardInterrupt:
         requeue_interrupted(study)
         raise Interrupted(directory, "tune") from None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transferctl import track
 from transferctl.config.loader import load_config
 from transferctl.config.schema import Config
 from transferctl.errors import TrainingFailed, UserError
@@ -74,7 +75,7 @@ def run_trial(trial: Any, directory: Path, config: Config) -> float:
     trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))
     trial_cfg = trial_config(directory, values, trial.number)
     try:
-        with listeners.listening(Pruning(trial, search.metric)):
+        with listeners.listening(Pruning(trial, search.metric)), track.tracked(trial_cfg):
             result = finetune.STAGE.start(trial_cfg, run_dir=run_dir, console=None)
     except (UserError, TrainingFailed) as error:
         trial.set_user_attr(ERROR_ATTR, str(error))  # trials.csv's note; the study goes on
