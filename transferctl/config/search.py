@@ -77,7 +77,8 @@ class MLflow(Section):
 
     uri: str | None = None
     """The tracking URI (`sqlite:///mlflow.db`, `http://host:5000`, a folder); null: the
-    MLFLOW_TRACKING_URI environment variable, else MLflow's default (./mlruns)."""
+    MLFLOW_TRACKING_URI environment variable, else MLflow's default (MLflow 3:
+    `sqlite:///mlflow.db` in the current folder)."""
     experiment: str | None = None
     """The MLflow experiment; null: the config's name."""
 

@@ -75,7 +75,8 @@ def run_trial(trial: Any, directory: Path, config: Config) -> float:
     trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))
     trial_cfg = trial_config(directory, values, trial.number)
     try:
-        with listeners.listening(Pruning(trial, search.metric)), track.tracked(trial_cfg):
+        # the tracker first: it hears an epoch before the pruner may stop the run on it
+        with track.tracked(trial_cfg), listeners.listening(Pruning(trial, search.metric)):
             result = finetune.STAGE.start(trial_cfg, run_dir=run_dir, console=None)
     except (UserError, TrainingFailed) as error:
         trial.set_user_attr(ERROR_ATTR, str(error))  # trials.csv's note; the study goes on
