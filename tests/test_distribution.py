@@ -139,6 +139,7 @@ def _losses(run: Path) -> list[tuple[str, float]]:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the uneven-batch test below compares with one device too
 def test_mirrored_on_two_cpu_devices_matches_one_device(tiny_run: Path, image_folder: Path) -> None:
     """Same data, seed and global batch; per-replica batch halved: the loss per epoch matches.
 

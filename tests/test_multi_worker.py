@@ -178,6 +178,7 @@ def test_two_workers_train_one_run_directory(workers) -> None:  # type: ignore[n
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # pretrain's lifecycle is finetune's, whose two-worker test runs always
 def test_two_workers_pretrain_one_run_directory(workers) -> None:  # type: ignore[no-untyped-def]
     group = workers(2, command="pretrain", epochs=1)  # the lifecycle is finetune's: one will do
     group.start(0)

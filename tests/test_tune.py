@@ -71,6 +71,34 @@ def _rows(directory: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
+def test_a_trial_left_running_is_rerun_once_on_resume(tmp_path: Path, cli: Any) -> None:
+    """What a SIGKILL leaves (the test below kills a real process): a trial RUNNING in the
+    study, with its values drawn and its run directory named."""
+    from transferctl.config.loader import load_config
+    from transferctl.tune.space import suggest
+    from transferctl.tune.study import open_study
+    from transferctl.tune.trial import RUN_DIR_ATTR
+
+    config = _tune_config(tmp_path, {"space": SPACE, "sampler": "grid", "trials": 1})
+    directory = tmp_path / "study"
+    assert cli("tune", config, "--dir", directory).exit_code == 0
+    study = open_study(directory, load_config(directory / "base.yaml"))
+    left = study.ask()
+    suggest(left, load_config(directory / "base.yaml").search.space)
+    left.set_user_attr(RUN_DIR_ATTR, str(directory / "trials" / str(left.number)))
+
+    result = cli("tune", "--resume", directory, "--trials", "2")
+    assert result.exit_code == 0, result.output
+    assert f"trial {left.number} was interrupted: it runs again" in result.stderr
+    rows = _rows(directory)
+    assert [row["state"] for row in rows] == ["complete", "fail", "complete"], rows
+    assert rows[2]["note"] == f"rerun of trial {left.number} (interrupted)"
+    assert rows[2]["params"] == rows[1]["params"] != rows[0]["params"]  # each grid point once
+    assert cli("validate", directory / "best.yaml").exit_code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.extended  # a real SIGKILL; the test above covers the same resume in-process
 def test_a_killed_study_resumes_without_repeating_or_double_counting(
     tmp_path: Path, cli: Any
 ) -> None:
