@@ -228,10 +228,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> Pa
 # The files that take longest (`pytest --durations=0`, summed per file), longest first.
 LONGEST_FILES = (
     "test_reliability.py",
-    "test_multi_worker.py",
-    "test_distribution.py",
-    "test_feature_cache.py",
     "test_portable.py",
+    "test_multi_worker.py",
+    "test_feature_cache.py",
+    "test_tracking.py",
+    "test_export.py",
+    "test_tune.py",
+    "test_kept.py",
+    "test_weights_file.py",
+    "test_distribution.py",
     "test_hostile.py",
     "test_distill.py",
 )
