@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import _thread
 import fcntl
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,28 +29,46 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Ctrl-C is what several tests check (exit 130 and the resume command). A shell that starts the
 # suite in the background without job control (`make test &` in a script, nohup) ignores SIGINT,
-# and an ignored SIGINT is inherited: Python then never raises KeyboardInterrupt, and
-# `_thread.interrupt_main()` does nothing. Restore Python's own handler; the processes the tests
-# start get the default disposition back when they exec.
+# and an ignored SIGINT is inherited: Python then never raises KeyboardInterrupt on a real
+# SIGINT. Restore Python's own handler; the processes the tests start get the default
+# disposition back when they exec.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
 
 def interrupt_after_commit(patch: pytest.MonkeyPatch, when: Callable[[Any], bool]) -> None:
-    """Ctrl-C right after a checkpoint commit whose state satisfies `when`: the main thread
-    gets KeyboardInterrupt whichever thread committed (epoch checkpoints commit in the
-    background), as a user's Ctrl-C would arrive."""
+    """Ctrl-C right after a checkpoint commit whose state satisfies `when`, as a user's Ctrl-C
+    would arrive then. Epoch checkpoints commit in a background thread; the KeyboardInterrupt is
+    raised in the main thread once that commit is done, before training goes on: a Ctrl-C sent
+    from the committing thread landed, on a loaded machine, after the next epoch had committed."""
     from transferctl.train import checkpoint
 
-    commit = checkpoint._commit
+    commit_state, commit, save = checkpoint._commit, checkpoint.commit, checkpoint.save
+    due = threading.Event()
 
-    def commit_then_interrupt(folder: Path, state: Any) -> None:
-        commit(folder, state)
+    def commit_then_mark(folder: Path, state: Any) -> None:
+        commit_state(folder, state)
         if when(state):
-            _thread.interrupt_main()
+            due.set()
 
-    patch.setattr(checkpoint, "_commit", commit_then_interrupt)
+    def interrupt_if_due() -> None:
+        checkpoint.wait()
+        if due.is_set():
+            due.clear()
+            raise KeyboardInterrupt
+
+    def commit_then_interrupt(*args: Any, **kwargs: Any) -> None:
+        commit(*args, **kwargs)
+        interrupt_if_due()
+
+    def save_then_interrupt(*args: Any, **kwargs: Any) -> None:
+        save(*args, **kwargs)
+        interrupt_if_due()
+
+    patch.setattr(checkpoint, "_commit", commit_then_mark)
+    patch.setattr(checkpoint, "commit", commit_then_interrupt)
+    patch.setattr(checkpoint, "save", save_then_interrupt)
 
 
 def make_image_folder(
