@@ -30,7 +30,21 @@ def run(config_path: Path | None, overrides: Sequence[str], **options: Any) -> N
     """`options`: `train_command`'s."""
     from transferctl.stages import finetune as stage
 
-    train_command(stage.STAGE, _report, config_path, overrides, **options)
+    train_command(stage.STAGE, _report, config_path, overrides, then=_write_report, **options)
+
+
+def _write_report(result: RunResult, console: Console | None) -> None:
+    """`report: true`: the run's report, its path said (stdout stays the run directory)."""
+    if result.already_finished or not load_config(result.run_dir / rundir.CONFIG).report:
+        return
+    from transferctl.report import write_report
+
+    def say(line: str) -> None:
+        if console is not None:
+            console.print(f"report: {line}", highlight=False, markup=False)
+
+    written = write_report(result.run_dir, say=say)
+    say(str(written.index))
 
 
 def _report(result: RunResult) -> list[str]:
@@ -115,6 +129,7 @@ def train_command(
     force: bool,
     unsafe: bool,
     quiet: bool,
+    then: Callable[[RunResult, Console | None], None] | None = None,
 ) -> None:
     """Train a new run of `stage`, or resume the run that `--resume` names (or a `--run-dir`
     that holds a run); the lines of `report` say how it scored (not with `--quiet`), then the
@@ -143,6 +158,8 @@ def train_command(
     elif console is not None:
         for line in report(result):
             console.print(line, highlight=False)
+    if then is not None:
+        then(result, console)
     # the path itself for a script reading stdout; escaped where a person reads it
     typer.echo(printable(str(result.run_dir)) if sys.stdout.isatty() else str(result.run_dir))
 

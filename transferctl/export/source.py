@@ -19,6 +19,7 @@ from transferctl.config.loader import load_config
 from transferctl.config.schema import Config
 from transferctl.errors import UserError
 from transferctl.files import NotReadable, read_regular
+from transferctl.model import temperature
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.reading import read_labels
 
@@ -67,7 +68,7 @@ def load_source(run_dir: Path) -> Source:
         run_dir / rundir.LABELS, empty_fix=f"restore the {rundir.LABELS} finetune wrote"
     )
     assert config.data.image_size is not None, "a run's config is resolved"
-    model = float32_model(load_run_model(run_dir / rundir.MODEL))
+    model = temperature.calibrated(float32_model(load_run_model(run_dir / rundir.MODEL)), run_dir)
     outputs = int(tuple(model.output_shape)[-1])
     if outputs != len(class_names):
         raise UserError(

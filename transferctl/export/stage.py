@@ -24,6 +24,7 @@ from transferctl.export.source import (
     load_source,
     parity_samples,
 )
+from transferctl.model import temperature
 from transferctl.rundir import layout as rundir
 from transferctl.rundir import lock as runlock
 
@@ -162,9 +163,12 @@ def _export_one(
         "quantization": quantization,
         "path": target.name,
         "bytes": metadata.size_in_bytes(target),
+        # report's temperature, folded into the output layer: the probabilities are calibrated
+        "temperature": temperature.read(source.run_dir) or 1.0,
         **details,
         "parity": {
-            "compared_with": f"the run's {rundir.MODEL} on the same images, resized like training",
+            "compared_with": f"the run's {rundir.MODEL} (its temperature applied) on the same "
+            "images, resized like training",
             "images": samples.counts,
             **{name: check.to_json() for name, check in checks.items()},
         },

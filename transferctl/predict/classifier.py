@@ -21,6 +21,7 @@ from transferctl import files, runtime
 from transferctl.errors import UserError, first_line, quote
 from transferctl.export.metadata import EXPORT_INFO
 from transferctl.files import paths
+from transferctl.model import temperature
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.model_file import classifier_problem, load_model_file
 from transferctl.rundir.reading import open_run, read_labels
@@ -155,7 +156,7 @@ def _run_directory(path: Path) -> Classifier:
     batch_size = data.get("batch_size") if isinstance(data, dict) else None
     if not isinstance(batch_size, int) or batch_size < 1:
         batch_size = DEFAULT_BATCH_SIZE
-    model = load_keras_model(run.model)
+    model = temperature.calibrated(load_keras_model(run.model), run.path)
     return KerasClassifier(model, run.model, read_labels(run.labels), batch_size=batch_size)
 
 
