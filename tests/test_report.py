@@ -77,7 +77,7 @@ def test_the_page_and_its_numbers(reported: Path) -> None:
 def test_the_misfiled_training_images_lead_label_issues_csv(reported: Path) -> None:
     with open(reported / "report" / "label_issues.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["rank", "path", "given_label", "suggested_label", "score"]
+    assert list(rows[0]) == ["rank", "path", "given_label", "suggested_label", "score", "flagged"]
     misfiled = {f"{under}/{folder}_{index:03d}" for folder, index, under in MISFILED}
     top = [Path(row["path"]) for row in rows[:8]]
     found = {f"{path.parent.name}/{path.stem}" for path in top} & misfiled

@@ -229,6 +229,11 @@ class Report:
         self.say(
             f"usable: {len(usable)} images in {len(kept)} classes; left out: {len(found.skipped())}"
         )
+        self.say(
+            "labels: doctor reads files, not what they show; after a run, `transferctl report "
+            "RUN_DIR` lists the training images whose class looks wrong "
+            "(RUN_DIR/report/label_issues.csv)"
+        )
 
 
 def _carved(found: FolderAudit, validation_split: float, test_split: float) -> dict[str, float]:

@@ -118,7 +118,7 @@ def write_report(
         "reliability": pictures.reliability_diagram(
             calibrated.before, calibrated.after, calibrated.temperature
         ),
-        "suspects": issue_rows[:GALLERY],
+        "suspects": [row for row in issue_rows[:GALLERY] if row["flagged"]],
     }
     folder.mkdir(exist_ok=True)
     if issue_rows is not None:
@@ -138,7 +138,7 @@ def _label_issues(found: collect.Collected, say: collect.Say) -> tuple[dict[str,
         train.features, train.labels, len(found.class_names), found.config.seed
     )
     rows = []
-    for rank, index in enumerate(result.order[: int(result.flagged.sum())], start=1):
+    for rank, index in enumerate(result.order, start=1):
         rows.append(
             {
                 "rank": rank,
@@ -146,9 +146,11 @@ def _label_issues(found: collect.Collected, say: collect.Say) -> tuple[dict[str,
                 "given_label": found.class_names[int(train.labels[index])],
                 "suggested_label": found.class_names[int(result.suggested[index])],
                 "score": round(float(result.score[index]), 6),
+                "flagged": bool(result.flagged[index]),
             }
         )
-    for row, index in zip(rows[:GALLERY], result.order, strict=False):
+    flagged = rows[: int(result.flagged.sum())]
+    for row, index in zip(flagged[:GALLERY], result.order, strict=False):
         row["picture"] = pictures.thumbnail(train.examples, int(index))
     summary = {
         "looked_for": True,
@@ -160,12 +162,12 @@ def _label_issues(found: collect.Collected, say: collect.Say) -> tuple[dict[str,
         "flagged": int(result.flagged.sum()),
         "probe_accuracy": result.probe_accuracy,
         "csv": "label_issues.csv",
-        "top": [{k: v for k, v in row.items() if k != "picture"} for row in rows[:GALLERY]],
+        "top": [{k: v for k, v in row.items() if k != "picture"} for row in flagged[:GALLERY]],
     }
     return summary, rows
 
 
-COLUMNS = ("rank", "path", "given_label", "suggested_label", "score")
+COLUMNS = ("rank", "path", "given_label", "suggested_label", "score", "flagged")
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
