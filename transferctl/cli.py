@@ -33,6 +33,9 @@ SetOption = Annotated[
         help="Override a config key by dotted path, e.g. --set train.phases.0.epochs=1.",
     ),
 ]
+TtaOption = Annotated[
+    bool, typer.Option("--tta", help="Average each image's probabilities with its mirror image's.")
+]
 
 
 def _version(value: bool) -> None:
@@ -211,11 +214,12 @@ def evaluate(
             help="Evaluate this folder instead (one sub-folder per class of the run).",
         ),
     ] = None,
+    tta: TtaOption = False,
 ) -> None:
     """Metrics on held-out data: writes RUN_DIR/eval/<split>/, prints a summary and its path."""
     from transferctl.commands.evaluate import run
 
-    run(run_dir, split, data)
+    run(run_dir, split, data, tta)
 
 
 @app.command(rich_help_panel="Use")
@@ -253,6 +257,7 @@ def predict(
             "program and can read and write files. Only for models you trust.",
         ),
     ] = False,
+    tta: TtaOption = False,
 ) -> None:
     """The top-k labels of each image: a table, or JSON lines with --json.
 
@@ -261,7 +266,7 @@ def predict(
     """
     from transferctl.commands.predict import run
 
-    run(model, images, top_k, as_json, unsafe)
+    run(model, images, top_k, as_json, unsafe, tta)
 
 
 @app.command(rich_help_panel="Use")

@@ -14,10 +14,12 @@ from rich.table import Table
 from transferctl.evaluate import Evaluation, evaluate
 
 
-def run(run_dir: Path, split: str | None, data: Path | None) -> None:
+def run(run_dir: Path, split: str | None, data: Path | None, tta: bool = False) -> None:
     notices = Console(stderr=True, soft_wrap=True, highlight=False)
     with _ProgressBar(notices) as progress:
-        result = evaluate(run_dir, split=split, data=data, progress=progress)
+        result = evaluate(
+            run_dir, split=split, data=data, progress=progress, test_time_augmentation=tta
+        )
     for note in result.notes:
         notices.print(f"[yellow]note:[/] {note}")
     _print_summary(Console(highlight=False), result)
@@ -32,6 +34,8 @@ def _print_summary(console: Console, result: Evaluation) -> None:
     overall.add_column("metric")
     overall.add_column("value", justify="right")
     overall.add_row("images", str(metrics["num_examples"]))
+    if metrics.get("tta"):
+        overall.add_row("test-time augmentation", " + ".join(metrics["tta"]["views"]))
     overall.add_row("accuracy", f"{metrics['accuracy']:.4f}")
     if "top_5_accuracy" in metrics:
         overall.add_row("top-5 accuracy", f"{metrics['top_5_accuracy']:.4f}")

@@ -28,7 +28,12 @@ from transferctl.predict import (
 
 
 def run(
-    target: Path, images: Sequence[Path], top_k: int, as_json: bool, unsafe: bool = False
+    target: Path,
+    images: Sequence[Path],
+    top_k: int,
+    as_json: bool,
+    unsafe: bool = False,
+    tta: bool = False,
 ) -> None:
     if top_k < 1:
         raise UserError("--top-k", f"expected a whole number >= 1; got {top_k}", "use e.g. 3")
@@ -42,7 +47,8 @@ def run(
 
     rows: list[Prediction] = []
     skipped: list[Skipped] = []
-    for item in itertools.chain(unreadable, predict_images(classifier, files, k)):
+    predictions = predict_images(classifier, files, k, test_time_augmentation=tta)
+    for item in itertools.chain(unreadable, predictions):
         if isinstance(item, Skipped):
             skipped.append(item)
             notices.print(f"skipped {item.path}: {item.reason}", markup=False)

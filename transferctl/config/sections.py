@@ -31,9 +31,22 @@ from transferctl.rundir import layout
 # ----------------------------------------------------------------------------------------------
 
 
+class RandAugment(Section):
+    """RandAugment (Cubuk et al. 2019) as `keras.layers.RandAugment`: each batch, `ops` of its
+    11 operations (shear, translate, rotate, brightness, colour, contrast, sharpness,
+    posterize, solarize, auto-contrast, equalize) are drawn and applied in turn."""
+
+    ops: Annotated[int, Field(gt=0, le=11)] = 2
+    """How many operations are applied to each batch, one after another."""
+    magnitude: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.5
+    """How strong each operation may be, from 0 to 1 (each image draws its strength between 0
+    and this)."""
+
+
 class Augment(Section):
     """Train-only augmentation, as Keras preprocessing layers (validation and test images are
-    never augmented). Any augmentation turns the feature cache off for a frozen phase."""
+    never augmented). Any augmentation turns the feature cache off for a frozen phase. The
+    recipe's augmentations (`randaugment`, `erasing`, `mixup`, `cutmix`): docs/recipe.md."""
 
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
     """Random flips. Digits and text are not mirror-symmetric: use `none` for them, and in a
@@ -47,6 +60,27 @@ class Augment(Section):
     """Random contrast change, as a fraction; 0: off."""
     translate: Fraction = 0.0
     """Random shift, as a fraction of the height and of the width; 0: off."""
+    randaugment: RandAugment | None = None
+    """RandAugment, e.g. `{ops: 2, magnitude: 0.5}` (`true`: those defaults); null: off."""
+    erasing: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0
+    """Random erasing (`keras.layers.RandomErasing`): the probability that an image gets one
+    random rectangle (14-57% of its height and of its width) filled with noise; 0: off."""
+    mixup: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False)] = 0.0
+    """MixUp (`keras.layers.MixUp`): each image is blended with another of its batch, and so
+    are their one-hot labels, by a weight drawn from Beta(alpha, alpha); this is alpha (0.2
+    is usual); 0: off. Training accuracy is then against each mixed label's larger share."""
+    cutmix: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0
+    """CutMix (`keras.layers.CutMix`): a rectangle of another image of the batch is pasted in,
+    and the labels mixed by area, the share drawn from Beta(alpha, alpha); this is alpha (1.0
+    is usual, at most 1); 0: off. With `mixup` too, each batch gets one of the two, at random."""
+
+    @field_validator("randaugment", mode="before")
+    @classmethod
+    def _randaugment_switch(cls, value: Any) -> Any:
+        # `randaugment: true` switches it on with its defaults, `false` off
+        if value is True:
+            return {}
+        return None if value is False else value
 
 
 class Data(Section):

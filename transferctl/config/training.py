@@ -118,6 +118,12 @@ class Train(Section):
     """`sgd`'s (Nesterov) momentum."""
     label_smoothing: Fraction = 0.0
     """Label smoothing of the cross-entropy loss; 0: off."""
+    ema: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)] | None = None
+    """An exponential moving average of the weights, e.g. 0.999 (the optimizer's `use_ema`,
+    `ema_momentum`): each step, average = ema x average + (1 - ema) x weights. Validation,
+    the best epoch, checkpoints and model.keras use the average; it spans about 1 / (1 - ema)
+    steps, so keep that well below a phase's steps; each phase (and unfreezing step) starts
+    a new average from where the last ended. null: off."""
     mixed_precision: Literal["auto", "off", "float16", "bfloat16"] = "auto"
     """`auto`: bfloat16 on GPUs of compute capability 8.0 and above, float16 on 7.x, float32 on
     CPU (where float16 measured 3-4x slower and bfloat16 gained nothing)."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from transferctl.config.classes import unknown_classes
 from transferctl.config.schema import Data
-from transferctl.data import pipeline, sources, splits
+from transferctl.data import pipeline, recipe, sources, splits
 from transferctl.data.audit_report import FolderAudit, split_shortfalls
 from transferctl.data.examples import Examples
 from transferctl.errors import UserError
@@ -62,7 +62,7 @@ class DataBundle:
         return balanced_class_weights(self.examples["train"].labels, self.num_classes)
 
     def training(self) -> Any:
-        """Shuffled every epoch, augmented."""
+        """Shuffled every epoch, augmented (soft labels with MixUp or CutMix)."""
         return pipeline.make_dataset(
             self.examples["train"],
             self.image_size,
@@ -70,6 +70,7 @@ class DataBundle:
             self.num_classes,
             shuffle_seed=self.seed,
             augmenter=pipeline.make_augmenter(self.augment_config, self.seed),
+            mixer=recipe.make_mixer(self.augment_config, self.seed),
             skip_unreadable=self.audit is not None,
         )
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from transferctl import runtime
 from transferctl.config.schema import Augment
+from transferctl.data import recipe
 from transferctl.data.examples import Examples
 
 
@@ -34,6 +35,7 @@ def make_dataset(
     *,
     shuffle_seed: int | None = None,
     augmenter: Any = None,
+    mixer: Any = None,
     drop_remainder: bool = False,
     skip_unreadable: bool = False,
     extra: Any = None,
@@ -42,6 +44,9 @@ def make_dataset(
     """Batches of (float32 images 0-255 at `image_size`, one-hot labels), prefetched.
 
     Args:
+        mixer: MixUp or CutMix over each batch once the labels are one-hot
+            (`recipe.make_mixer`): the labels come out soft. Not with `extra`. Defaults to
+            `None`.
         skip_unreadable: drop a file that fails to decode instead of stopping: a safety net for
             folders already audited (a file changed since, or a decoder disagreement), so that
             nothing crashes mid-epoch. Defaults to `False`.
@@ -52,6 +57,8 @@ def make_dataset(
             every epoch; the caller checked `decode_cache_fits`). The training set (with
             `shuffle_seed`) is kept whenever it fits. Defaults to `False`.
     """
+    if mixer is not None and extra is not None:
+        raise ValueError("`mixer` mixes (images, labels) batches; it cannot carry `extra` rows")
     tf = runtime.tf()
     autotune = tf.data.AUTOTUNE
     carried = () if extra is None else (extra,)
@@ -74,7 +81,10 @@ def make_dataset(
         onehot = tf.one_hot(labels, num_classes)
         return ((images, rows[0]), onehot) if rows else (images, onehot)
 
-    return steady(dataset.map(finish, num_parallel_calls=autotune).prefetch(autotune))
+    dataset = dataset.map(finish, num_parallel_calls=autotune)
+    if mixer is not None:
+        dataset = dataset.map(mixer, num_parallel_calls=autotune)
+    return steady(dataset.prefetch(autotune))
 
 
 def _array_batches(
@@ -211,7 +221,8 @@ def orient(image: Any, orientation: Any) -> Any:
 
 
 def make_augmenter(augment: Augment, seed: int) -> Any:
-    """Train-only augmentation as Keras preprocessing layers, or None when nothing is on."""
+    """Train-only augmentation as Keras preprocessing layers, or None when nothing is on; the
+    recipe's per-image layers (`recipe.image_layers`) come last."""
     layers = runtime.keras().layers
     steps: list[Any] = []
     if augment.flip != "none":
@@ -224,6 +235,7 @@ def make_augmenter(augment: Augment, seed: int) -> Any:
         steps.append(layers.RandomTranslation(augment.translate, augment.translate, seed=seed + 3))
     if augment.contrast > 0:
         steps.append(layers.RandomContrast(augment.contrast, seed=seed + 4))
+    steps += recipe.image_layers(augment, seed)
     if not steps:
         return None
     return runtime.keras().Sequential(steps, name="augment")

@@ -25,6 +25,7 @@ from transferctl.evaluate.metrics import (
     most_confused_pairs,
     top_losses,
 )
+from transferctl.model import tta
 from transferctl.rundir import layout as rundir
 from transferctl.rundir.model_file import load_model_file
 from transferctl.rundir.reading import RunFiles, open_run, read_labels
@@ -70,6 +71,7 @@ def evaluate(
     split: str | None = None,
     data: Path | None = None,
     progress: Progress | None = None,
+    test_time_augmentation: bool = False,
 ) -> Evaluation:
     """Evaluate a finished run on held-out images; write `RUN_DIR/eval/<split>/`.
 
@@ -80,6 +82,8 @@ def evaluate(
         data: another folder with one sub-folder per class of the run (the names in
             labels.txt); all its images are evaluated. Defaults to the run's own data.
         progress: called after each batch with (images done, images in all).
+        test_time_augmentation: average each image's probabilities with its mirror image's
+            (`model/tta.py`); metrics.json's `tta` records it. Defaults to `False`.
     """
     if split is not None and split not in targets.PREFERRED:
         raise UserError("--split", f"expected one of {', '.join(targets.PREFERRED)}; got {split!r}")
@@ -91,8 +95,10 @@ def evaluate(
     else:
         target = targets.other_folder(data, config, class_names, split)
     notes = targets.count_notes(run, target)
+    flip_note = tta.flip_note(config.data.augment.flip) if test_time_augmentation else None
+    notes += [flip_note] if flip_note is not None else []
 
-    labels, probabilities = _predict(run, target, class_names, progress)
+    labels, probabilities = _predict(run, target, class_names, progress, test_time_augmentation)
     predicted = probabilities.argmax(axis=1)
     confusion = results.confusion_counts(labels, predicted, len(class_names))
     if confusion is None:
@@ -101,6 +107,7 @@ def evaluate(
         "split": target.name,
         "data": str(target.data_path) if target.data_path is not None else None,
         **compute_metrics(labels, probabilities, class_names),
+        "tta": tta.record(test_time_augmentation),
     }
     output_dir = run.path / rundir.EVAL / target.name
     replaced = (output_dir / rundir.METRICS).exists()
@@ -128,13 +135,16 @@ def _predict(
     target: targets.Target,
     class_names: list[str],
     progress: Progress | None,
+    test_time_augmentation: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The run's model over the target's images: true labels and probabilities."""
+    """The run's model over the target's images (and their views, with
+    `test_time_augmentation`): true labels and probabilities."""
     import transferctl.model.preprocess  # noqa: F401 - registers BackbonePreprocess (0.1 runs)
 
     model = load_model_file(run.model, check_as=str(run.model))
     targets.check_model(model, run, target, class_names)
+    predictor = tta.Averaged(model) if test_time_augmentation else model
     try:
-        return collect_predictions(model, target.dataset, len(target.examples), progress)
+        return collect_predictions(predictor, target.dataset, len(target.examples), progress)
     except DecodeFailed as failure:
         raise targets.unreadable_file(target, failure.first_example) from None

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from transferctl.model import tta
 from transferctl.predict.classifier import Classifier
 from transferctl.predict.images import Skipped, UnreadableImage, read_image
 from transferctl.runtime.native import native_stderr_dropped
@@ -50,6 +51,7 @@ def predict_images(
     *,
     batch_size: int | None = None,
     workers: int | None = None,
+    test_time_augmentation: bool = False,
 ) -> Iterator[Prediction | Skipped]:
     """One `Prediction` or `Skipped` per file, in order, predicted `batch_size` at a time.
 
@@ -63,6 +65,8 @@ def predict_images(
         batch_size: images per model call. Defaults to the run's `data.batch_size` (32 for
             models without a run).
         workers: threads decoding images. Defaults to the number of CPUs, at most 8.
+        test_time_augmentation: average each image's probabilities with its mirror image's
+            (`model/tta.py`). Defaults to `False`.
     """
     if top_k < 1:
         raise ValueError(f"`top_k` must be at least 1. Received: top_k={top_k}")
@@ -89,7 +93,10 @@ def predict_images(
             results: dict[int, Prediction] = {}
             if images:
                 batch = np.stack(images).astype(np.float32, copy=False)
-                probabilities = classifier.predict_batch(batch)
+                if test_time_augmentation:
+                    probabilities = tta.predict(classifier.predict_batch, batch)
+                else:
+                    probabilities = classifier.predict_batch(batch)
                 for row, index in enumerate(readable):
                     results[index] = top_labels(
                         chunk[index], probabilities[row], classifier.class_names, k

@@ -9,6 +9,7 @@ saved and served (inference mode).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -237,6 +238,8 @@ class EpochCheckpoint(Callback):
         self.every_steps = every_steps
         self.steps_before = steps_before  # batches of this epoch trained before a resume
         self.epoch = 0
+        # with train.ema, `ema.Averaging.averaged`: a step checkpoint holds the average too
+        self.averaged: Callable[[], Any] | None = None
         # without step checkpoints the batch hook does nothing: the steps need not wait for it
         self.async_safe = every_steps is None
 
@@ -250,7 +253,8 @@ class EpochCheckpoint(Callback):
         if done % self.every_steps == 0:
             self.state.epochs_done = self.epoch
             self.state.steps_done = done
-            checkpoint.save(self.model, self.folder, self.state)
+            with self.averaged() if self.averaged is not None else contextlib.nullcontext():
+                checkpoint.save(self.model, self.folder, self.state)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.steps_before = 0

@@ -6,7 +6,8 @@ It owns, once for every stage that trains:
 
 - restore-or-save: a resumed span loads its checkpoint (weights and optimizer state) and its best
   epoch's weights; a new span commits its first checkpoint before training;
-- the callbacks, in order: `NaNGuard`, `EpochValidation` (BatchNorm statistics over a fixed
+- the callbacks, in order: `NaNGuard`, `ema.Averaging` (with `train.ema`: the average in the
+  model at each epoch's end), `EpochValidation` (BatchNorm statistics over a fixed
   sample of training images before each validation, where BatchNorm trains), `BestWeights`,
   early stopping, `HistoryWriter`, `EpochCheckpoint`, TensorBoard and the progress display;
 - fit-with-resume: the rest of a mid-epoch checkpoint's epoch first, then the whole epochs;
@@ -42,7 +43,7 @@ from transferctl.model.freezing import FreezeReport
 from transferctl.rundir import layout as rundir
 from transferctl.runtime import speed
 from transferctl.train import callbacks as cb
-from transferctl.train import checkpoint
+from transferctl.train import checkpoint, ema
 from transferctl.train.checkpoint import TrainState
 from transferctl.train.progress import ProgressDisplay
 
@@ -175,13 +176,17 @@ def start(
     history = cb.HistoryWriter(run_dir / rundir.HISTORY, span.label, rows, extra_seconds)
     every = span.checkpoint_every
     steps_before = state.steps_done if resuming else 0
+    averaging = ema.callbacks(model)
+    saving = cb.EpochCheckpoint(folder, state, best, guard, early, every, steps_before)
+    saving.averaged = averaging[0].averaged if averaging else None
     callbacks: list[Any] = [
         guard,
+        *averaging,
         validating,
         best,
         *([early] if early is not None else []),
         history,
-        cb.EpochCheckpoint(folder, state, best, guard, early, every, steps_before),
+        saving,
         cb.tensorboard(run_dir / rundir.TENSORBOARD / span.label),
     ]
     if console is not None:

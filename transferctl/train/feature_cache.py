@@ -25,7 +25,7 @@ from rich.console import Console
 
 from transferctl import runtime
 from transferctl.config.schema import Augment
-from transferctl.data import DataBundle, pipeline
+from transferctl.data import DataBundle, pipeline, recipe
 from transferctl.errors import UserError
 from transferctl.labels import SPLITS
 from transferctl.train.progress import progress_bars
@@ -43,8 +43,14 @@ class CacheDecision:
 
 
 def augmentation_on(augment: Augment) -> bool:
-    return augment.flip != "none" or any(
-        value > 0 for value in (augment.rotation, augment.zoom, augment.contrast, augment.translate)
+    """Whether any training augmentation is on, the recipe's (`data/recipe.py`) included."""
+    return (
+        augment.flip != "none"
+        or any(
+            value > 0
+            for value in (augment.rotation, augment.zoom, augment.contrast, augment.translate)
+        )
+        or recipe.recipe_on(augment)
     )
 
 

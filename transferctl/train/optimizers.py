@@ -7,6 +7,7 @@ from typing import Any
 
 from transferctl import runtime
 from transferctl.config.schema import Train
+from transferctl.train import ema
 from transferctl.train.layer_rates import rate_scaled
 
 
@@ -37,7 +38,8 @@ def make_optimizer(
             phase (gradual unfreezing). Defaults to `0`.
 
     Returns:
-        A plain Keras optimizer, or, with factors or an offset that matters, the same class with
+        A plain Keras optimizer (averaging the weights with `train.ema`: `train/ema.py`), or,
+        with factors or an offset that matters, the same class with
         `layer_rates.RateScaled` mixed in.
     """
     optimizers = runtime.keras().optimizers
@@ -54,6 +56,7 @@ def make_optimizer(
     else:
         base = optimizers.RMSprop
         options["momentum"] = 0.0
+    options.update(ema.optimizer_options(train.ema))
     offset = step_offset if train.lr_schedule != "constant" else 0
     if rate_factors or offset:
         return rate_scaled(base)(rate, rate_factors=rate_factors, step_offset=offset, **options)

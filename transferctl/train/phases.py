@@ -22,7 +22,7 @@ from transferctl.distribute import strategy as distribution
 from transferctl.model.freezing import FreezeReport, apply_freeze, frozen_indices, release_top
 from transferctl.rundir import layout as rundir
 from transferctl.runtime import speed
-from transferctl.train import driver, head_start, kept, layer_rates, unfreeze
+from transferctl.train import driver, ema, head_start, kept, layer_rates, unfreeze
 from transferctl.train.checkpoint import TrainState
 from transferctl.train.head_start import PhaseInputs
 from transferctl.train.optimizers import make_optimizer
@@ -268,6 +268,9 @@ def _announce(
     if len(freezing.schedule) > 1 or factors:
         line = _method_line(run.backbone, phase, freezing.schedule, freezing.training, state)
         run.console.print(line, highlight=False)
+    note = ema.short_phase_note(run.train_config.ema, run.data.steps("train") * phase.epochs)
+    if note is not None:
+        run.console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def _train_steps(
