@@ -14,6 +14,14 @@ from typing import Annotated
 import typer
 
 from transferctl import __version__
+from transferctl.commands.options import (
+    ConfigFile,
+    FinishedRun,
+    HeldOutSplit,
+    OtherData,
+    SetOption,
+    TtaOption,
+)
 from transferctl.errors import handle_errors
 
 app = typer.Typer(
@@ -24,18 +32,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="KEY=VALUE",
-        help="Override a config key by dotted path, e.g. --set train.phases.0.epochs=1.",
-    ),
-]
-TtaOption = Annotated[
-    bool, typer.Option("--tta", help="Average each image's probabilities with its mirror image's.")
-]
 
 
 def _version(value: bool) -> None:
@@ -146,7 +142,7 @@ def tune(
 @app.command(rich_help_panel="Config")
 @handle_errors
 def validate(
-    config: Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)],
+    config: ConfigFile,
     overrides: SetOption = None,
 ) -> None:
     """Print the resolved config, or the errors. Never loads TensorFlow."""
@@ -158,7 +154,7 @@ def validate(
 @app.command(rich_help_panel="Config")
 @handle_errors
 def plan(
-    config: Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)],
+    config: ConfigFile,
     overrides: SetOption = None,
     layers: Annotated[
         bool,
@@ -192,34 +188,33 @@ def backbones(
 @app.command(rich_help_panel="Use")
 @handle_errors
 def evaluate(
-    run_dir: Annotated[
-        Path,
-        typer.Argument(
-            metavar="RUN_DIR", help="A run directory made by finetune.", show_default=False
-        ),
-    ],
-    split: Annotated[
-        str | None,
-        typer.Option(
-            "--split",
-            metavar="test|val",
-            help="The held-out split to evaluate. Default: test if the run has one, else val.",
-        ),
-    ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            metavar="PATH",
-            help="Evaluate this folder instead (one sub-folder per class of the run).",
-        ),
-    ] = None,
+    run_dir: FinishedRun,
+    split: HeldOutSplit = None,
+    data: OtherData = None,
     tta: TtaOption = False,
 ) -> None:
     """Metrics on held-out data: writes RUN_DIR/eval/<split>/, prints a summary and its path."""
     from transferctl.commands.evaluate import run
 
     run(run_dir, split, data, tta)
+
+
+@app.command(rich_help_panel="Use")
+@handle_errors
+def report(
+    run_dir: FinishedRun,
+    split: HeldOutSplit = None,
+    data: OtherData = None,
+    open_page: Annotated[
+        bool, typer.Option("--open", help="Open the page in a web browser when written.")
+    ] = False,
+) -> None:
+    """One HTML page per run: per-class quality, confusion, the worst mistakes, calibration
+    (fits the temperature predict and the exports apply) and suspected label errors in the
+    training data. Writes RUN_DIR/report/ and prints the page's path."""
+    from transferctl.commands.report import run
+
+    run(run_dir, split, data, open_page)
 
 
 @app.command(rich_help_panel="Use")
@@ -272,9 +267,7 @@ def predict(
 @app.command(rich_help_panel="Use")
 @handle_errors
 def export(
-    run_dir: Annotated[
-        Path, typer.Argument(help="A run directory made by finetune.", show_default=False)
-    ],
+    run_dir: FinishedRun,
     formats: Annotated[
         list[str] | None,
         typer.Option(

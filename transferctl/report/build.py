@@ -22,6 +22,7 @@ from transferctl.report import calibration, collect, label_issues, page, picture
 from transferctl.rundir import layout as rundir
 
 REPORT = "report"
+LABEL_ISSUES = "label_issues.csv"
 GALLERY = 24  # images per gallery
 PAGE_CLASSES = 100  # per-class rows on the page (all of them in report.json)
 CONFUSED_PAIRS = 10
@@ -39,13 +40,71 @@ def write_report(
     run_dir: Path, split: str | None = None, data: Path | None = None, say: collect.Say = print
 ) -> Report:
     found = collect.collect(run_dir, split, data, say)
-    held = found.held_out
-    names = found.class_names
-    notes = list(found.notes)
+    held, names, notes = found.held_out, found.class_names, list(found.notes)
     metrics = compute_metrics(held.labels, held.probabilities, names)
     predicted = held.probabilities.argmax(axis=1)
+    calibrated = _calibration(found, notes)
+    say("drawing the page")
+    matrix_picture, matrix_classes = pictures.confusion_matrix(held.labels, predicted, names)
+    if len(matrix_classes) < len(names):
+        notes.append(
+            f"the confusion matrix shows the {len(matrix_classes)} classes with the most "
+            f"mistakes of {len(names)}"
+        )
+    per_class = _per_class(metrics, notes)
+    mistakes = _mistakes(held, names)
+    issues, issue_rows = _label_issues(found, say)
+    numbers = {
+        "run": str(found.run.path),
+        "split": {"name": held.name, "source": held.source},
+        "metrics": metrics,
+        "most_confused": [
+            {"true": true, "predicted": guess, "images": count}
+            for true, guess, count in most_confused_pairs(
+                held.labels, predicted, names, CONFUSED_PAIRS
+            )
+        ],
+        "worst_mistakes": [_without_picture(item) for item in mistakes],
+        "calibration": calibrated.to_json(),
+        "label_issues": issues,
+        "notes": notes,
+    }
+    context = {
+        "title": found.run.path.name,
+        "facts": run_facts(load_run(found.run.path)),
+        "curves": pictures.inline_file(found.run.path / rundir.CURVES),
+        "numbers": numbers,
+        "per_class": per_class,
+        "matrix": matrix_picture,
+        "mistakes": mistakes,
+        "reliability": pictures.reliability_diagram(
+            calibrated.before, calibrated.after, calibrated.temperature
+        ),
+        "suspects": [row for row in issue_rows[:GALLERY] if row["flagged"]],
+    }
+    return _write(found.run.path / REPORT, numbers, context, issue_rows)
 
-    fit_on = found.validation
+
+def _write(
+    folder: Path, numbers: dict[str, Any], context: dict[str, Any], issue_rows: list[dict]
+) -> Report:
+    """report/: label_issues.csv (or none, when not looked for), report.json, index.html."""
+    folder.mkdir(exist_ok=True)
+    issues_file = folder / LABEL_ISSUES
+    if numbers["label_issues"]["looked_for"]:
+        rundir.write_text(issues_file, _csv(issue_rows))
+    else:
+        issues_file.unlink(missing_ok=True)  # an earlier report's, of data no longer at hand
+    rundir.write_json(folder / "report.json", numbers)
+    index = folder / "index.html"
+    rundir.write_text(index, page.render(context))
+    return Report(folder, index, numbers, numbers["notes"])
+
+
+def _calibration(found: collect.Collected, notes: list[str]) -> calibration.Calibration:
+    """The temperature fitted on the validation split, measured on the held-out one, and
+    written to RUN_DIR/calibration.json for predict and the exports."""
+    held, fit_on = found.held_out, found.validation
     calibrated = calibration.calibrate(
         held.name,
         held.labels,
@@ -66,67 +125,34 @@ def write_report(
                 "written_by": "transferctl report",
             },
         )
+    return calibrated
 
-    say("drawing the page")
-    matrix_picture, matrix_classes = pictures.confusion_matrix(held.labels, predicted, names)
-    if len(matrix_classes) < len(names):
-        notes.append(
-            f"the confusion matrix shows the {len(matrix_classes)} classes with the most "
-            f"mistakes of {len(names)}"
-        )
-    per_class = sorted(
+
+def _per_class(metrics: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
+    """The page's per-class rows: lowest F1 first, at most `PAGE_CLASSES`."""
+    rows = sorted(
         ({"class": name, **scores} for name, scores in metrics["per_class"].items()),
         key=lambda row: (row["f1"], row["recall"], row["class"]),
     )
-    if len(per_class) > PAGE_CLASSES:
+    if len(rows) > PAGE_CLASSES:
         notes.append(
-            f"the page lists the {PAGE_CLASSES} classes with the lowest F1 of {len(per_class)}; "
+            f"the page lists the {PAGE_CLASSES} classes with the lowest F1 of {len(rows)}; "
             "report.json has them all"
         )
+    return rows[:PAGE_CLASSES]
+
+
+def _mistakes(held: collect.Split, names: list[str]) -> list[dict[str, Any]]:
+    """The top losses, each with its picture."""
     mistakes = top_losses(held.identifiers, held.labels, held.probabilities, names, GALLERY)
     positions = {identifier: index for index, identifier in enumerate(held.identifiers)}
     for item in mistakes:
         item["picture"] = pictures.thumbnail(held.examples, positions[item["image"]])
+    return mistakes
 
-    issues, issue_rows = _label_issues(found, say)
-    folder = found.run.path / REPORT
-    numbers = {
-        "run": str(found.run.path),
-        "split": {"name": held.name, "source": held.source},
-        "metrics": metrics,
-        "most_confused": [
-            {"true": true, "predicted": guess, "images": count}
-            for true, guess, count in most_confused_pairs(
-                held.labels, predicted, names, CONFUSED_PAIRS
-            )
-        ],
-        "worst_mistakes": [
-            {key: value for key, value in item.items() if key != "picture"} for item in mistakes
-        ],
-        "calibration": calibrated.to_json(),
-        "label_issues": issues,
-        "notes": notes,
-    }
-    context = {
-        "title": found.run.path.name,
-        "facts": run_facts(load_run(found.run.path)),
-        "curves": pictures.inline_file(found.run.path / rundir.CURVES),
-        "numbers": numbers,
-        "per_class": per_class[:PAGE_CLASSES],
-        "matrix": matrix_picture,
-        "mistakes": mistakes,
-        "reliability": pictures.reliability_diagram(
-            calibrated.before, calibrated.after, calibrated.temperature
-        ),
-        "suspects": [row for row in issue_rows[:GALLERY] if row["flagged"]],
-    }
-    folder.mkdir(exist_ok=True)
-    if issue_rows is not None:
-        rundir.write_text(folder / "label_issues.csv", _csv(issue_rows))
-    rundir.write_json(folder / "report.json", numbers)
-    index = folder / "index.html"
-    rundir.write_text(index, page.render(context))
-    return Report(folder, index, numbers, notes)
+
+def _without_picture(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "picture"}
 
 
 def _label_issues(found: collect.Collected, say: collect.Say) -> tuple[dict[str, Any], list[dict]]:
@@ -154,15 +180,12 @@ def _label_issues(found: collect.Collected, say: collect.Say) -> tuple[dict[str,
         row["picture"] = pictures.thumbnail(train.examples, int(index))
     summary = {
         "looked_for": True,
-        "method": (
-            f"{result.folds}-fold cross-validated logistic regression on the head's input "
-            "features, cleanlab's find_label_issues"
-        ),
+        "method": f"{result.probe} on the head's input features, cleanlab's find_label_issues",
         "training_images": int(len(train.labels)),
         "flagged": int(result.flagged.sum()),
         "probe_accuracy": result.probe_accuracy,
-        "csv": "label_issues.csv",
-        "top": [{k: v for k, v in row.items() if k != "picture"} for row in flagged[:GALLERY]],
+        "csv": LABEL_ISSUES,
+        "top": [_without_picture(row) for row in flagged[:GALLERY]],
     }
     return summary, rows
 
