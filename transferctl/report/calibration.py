@@ -46,7 +46,7 @@ def calibrate(
     """Fit T on `validation` (labels, probabilities); measure on `labels`, `probabilities`."""
     temperature, fitted_on = 1.0, None
     if validation is not None:
-        temperature = temperatures.fit(*validation)
+        temperature = kept_temperature(*validation)
         fitted_on = f"val ({len(validation[0])} images)"
     calibrated = temperatures.apply(probabilities, temperature)
     return Calibration(
@@ -56,6 +56,16 @@ def calibrate(
         before=reliability(labels, probabilities),
         after=reliability(labels, calibrated),
     )
+
+
+def kept_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The temperature fitted on the validation split (by its negative log-likelihood), kept only
+    when it also lowers that split's ECE: a model already about as calibrated as a few hundred
+    images can tell keeps its own probabilities (T = 1)."""
+    temperature = temperatures.fit(labels, probabilities)
+    before = reliability(labels, probabilities)["ece"]
+    after = reliability(labels, temperatures.apply(probabilities, temperature))["ece"]
+    return temperature if after < before else 1.0
 
 
 def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = BINS) -> dict[str, Any]:
