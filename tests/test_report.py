@@ -150,3 +150,16 @@ def test_headless_chromium_draws_the_page(reported: Path, tmp_path: Path) -> Non
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.std() > 20  # not a blank page
     assert (pixels < 100).mean() > 0.01  # text and pictures drawn in dark ink
+
+
+def test_bad_arguments_are_one_line(
+    reported: Path, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    for args, message in (
+        ((reported, "--split", "train"), "--split: expected one of test, val; got 'train'"),
+        ((tmp_path,), "RUN_DIR:"),
+    ):
+        answer = cli("report", *args)
+        assert answer.exit_code == 2, answer.output
+        assert message in answer.stderr
+        assert "Traceback" not in answer.output

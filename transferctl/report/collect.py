@@ -21,7 +21,7 @@ from transferctl.data.examples import Examples
 from transferctl.errors import UserError
 from transferctl.evaluate import target as targets
 from transferctl.model.temperature import OUTPUT_LAYER
-from transferctl.rundir.model_file import load_model_file
+from transferctl.rundir.model_file import classifier_problem, load_model_file
 from transferctl.rundir.reading import RunFiles, open_run, read_labels
 
 MAX_TRAIN_IMAGES = 20_000  # training images the label-error probe looks at, at most
@@ -57,6 +57,8 @@ def collect(
     run_dir: Path, split: str | None, data: Path | None, say: Say, seed: int = 0
 ) -> Collected:
     """Every split the report needs, through the run's model once each."""
+    if split is not None and split not in targets.PREFERRED:
+        raise UserError("--split", f"expected one of {', '.join(targets.PREFERRED)}; got {split!r}")
     run = open_run(run_dir, verb="report on")
     class_names = read_labels(run.labels)
     config = (
@@ -70,8 +72,11 @@ def collect(
             data, targets.load_run_config(run, other_data=True), class_names, split
         )
     model = load_model_file(run.model, check_as=str(run.model))
+    problem = classifier_problem(model, len(class_names))
+    if problem is not None:
+        raise UserError(str(run.model), f"cannot report on it: {problem}", "pass a finetune run")
     targets.check_model(model, run, target, class_names)
-    both = _features_and_probabilities(model)
+    both = _features_and_probabilities(run, model)
     notes = targets.count_notes(run, target)
 
     say(f"predicting {target.source} ({len(target.examples)} images)")
@@ -148,10 +153,17 @@ def _own_split(
     return _through(model, target, label, examples, dataset, keep_features=name == "train")
 
 
-def _features_and_probabilities(model: Any) -> Any:
+def _features_and_probabilities(run: RunFiles, model: Any) -> Any:
     """The model with a second output: the input of its softmax layer (the head's features)."""
     keras = runtime.keras()
-    head = model.get_layer(OUTPUT_LAYER)
+    try:
+        head = model.get_layer(OUTPUT_LAYER)
+    except ValueError:
+        raise UserError(
+            str(run.model),
+            f"has no {OUTPUT_LAYER!r} layer (not a model transferctl built)",
+            "pass a finetune run",
+        ) from None
     return keras.Model(model.inputs, [head.input, model.output])
 
 
