@@ -148,6 +148,8 @@ def _weights(weights: str) -> str:
         return "imagenet (finetune loads them; plan does not download)"
     if weights == "none":
         return "none (from scratch)"
+    if weights == "preset":
+        return "preset (the KerasHub preset's weights; plan does not load them)"
     if Path(weights).is_dir():
         return f"{weights} (a transferctl run: its trained backbone)"
     return f"{weights} (a weights file)"

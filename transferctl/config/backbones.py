@@ -6,7 +6,7 @@ at the native input size, as built by Keras 3.15; `tests/test_backbones.py` chec
 against Keras itself.
 
 Names are matched ignoring case, `_` and `-`: `MobileNetV2`, `mobilenet_v2` and `mobilenetv2`
-all name the same backbone.
+all name the same backbone. `hub:PRESET_OR_DIR` names a KerasHub backbone (`config/hub.py`).
 """
 
 from __future__ import annotations
@@ -116,7 +116,14 @@ def _key(name: str) -> str:
 
 
 def find(name: str) -> BackboneSpec | None:
-    """The backbone called `name` (any case, with or without `_`), or None."""
+    """The backbone called `name` (any case, with or without `_`), or None.
+
+    `hub:PRESET_OR_DIR` names a KerasHub backbone (`config/hub.py`).
+    """
+    from transferctl.config import hub  # imports this module: loaded on first use
+
+    if hub.is_hub(name):
+        return hub.hub_spec(name)
     return _BY_KEY.get(_key(name))
 
 

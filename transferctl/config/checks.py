@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from transferctl import labels
-from transferctl.config import backbones
+from transferctl.config import backbones, hub
 from transferctl.config.schema import Config
 from transferctl.errors import UserError, quote
 
@@ -80,16 +80,20 @@ def weight_decay_has_optimizer(config: Config) -> Iterator[UserError]:
 
 
 def imagenet_fits_backbone_input(config: Config) -> Iterator[UserError]:
-    """NASNet's ImageNet weights load only at the backbone's native input size."""
+    """NASNet's ImageNet weights (and a KerasHub preset folder's weights: its position
+    embeddings) load only at the backbone's native input size."""
     spec = backbones.get(config.model.backbone)
     size = config.data.image_size
-    if config.model.weights == "imagenet" and spec.family == "NASNet" and size is not None:
+    fixed = (config.model.weights == "imagenet" and spec.family == "NASNet") or (
+        config.model.weights == "preset" and hub.looks_like_folder(spec.keras_name)
+    )  # a preset folder's size is read from its config.json; a name's only once downloaded
+    if fixed and size is not None:
         native = (spec.native_size, spec.native_size)
         if tuple(size) != native:
+            kind = "ImageNet" if spec.family == "NASNet" else "preset"
             yield UserError(
                 "data.image_size",
-                f"{spec.name} ImageNet weights need the native size {list(native)}; "
-                f"got {list(size)}",
+                f"{spec.name} {kind} weights need the native size {list(native)}; got {list(size)}",
                 f"use image_size: {list(native)} or another backbone",
             )
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from transferctl.config import backbones
+from transferctl.config import backbones, hub
 from transferctl.config.fields import (
     RUN_PREFIX,
     Fraction,
@@ -190,13 +190,17 @@ class Model(Section):
 
     backbone: str = "mobilenet_v2"
     """Any `keras.applications` model (`transferctl backbones` lists them); case and
-    underscores don't matter."""
+    underscores don't matter. Or `hub:PRESET_OR_DIR`: a KerasHub backbone, by preset name
+    (KerasHub's download and cache) or a local preset folder (`save_to_preset`); extra `[hub]`,
+    see docs/hub.md."""
     weights: str = "imagenet"
     """Where the backbone starts: `imagenet` (Keras's download and cache), `none` (from
     scratch), a `.weights.h5` / `.h5` / `.keras` file, a finished run directory (its trained
     backbone; its head is not used), or `{run: NAME}`: the newest finished run of that name in
     `output.runs_dir`; `{run: NAME, kind: pretrain}` (or `finetune`): of that kind (needed when
-    runs of both kinds carry the name)."""
+    runs of both kinds carry the name). A `hub:` backbone takes `preset` (its preset's weights;
+    `imagenet`, the default, means it there), `none` (the preset's architecture, random
+    weights), a file or a run."""
     freeze: FreezeSpec = Freeze(mode="all")
     """Which backbone layers stay frozen, counted as in `backbone.layers`: `all`, `none`,
     `{first: N}` (layers 0..N-1), `{until: LAYER_NAME}` (every layer before it),
@@ -216,7 +220,9 @@ class Model(Section):
 
     @field_validator("backbone", mode="after")
     @classmethod
-    def _known_backbone(cls, value: str) -> str:
+    def _known_backbone(cls, value: str, info: ValidationInfo) -> str:
+        if hub.is_hub(value):
+            return _hub_backbone(value, info)
         spec = backbones.find(value)
         if spec is None:
             close = backbones.suggest(value)
@@ -237,8 +243,16 @@ class Model(Section):
     def _weights_source(cls, value: str, info: ValidationInfo) -> str:
         if value.startswith(RUN_PREFIX):
             return value
-        if value.strip().lower() in ("imagenet", "none"):
-            return value.strip().lower()
+        named = value.strip().lower()
+        if hub.is_hub(str(info.data.get("backbone", ""))) and named in ("imagenet", "preset"):
+            return "preset"  # the default, `imagenet`, is a KerasHub backbone's pretrained start
+        if named == "preset":
+            raise ValueError(
+                "preset is the start of a hub: backbone; expected imagenet, none, a "
+                ".weights.h5/.h5/.keras file or a transferctl run directory"
+            )
+        if named in ("imagenet", "none"):
+            return named
         path = resolve_path(Path(value), info)
         if not path.exists():
             raise ValueError(
@@ -253,6 +267,20 @@ class Model(Section):
         elif not path.name.endswith((".h5", ".keras")):
             raise ValueError(f"expected a .weights.h5, .h5 or .keras file; got {path.name}")
         return str(path)
+
+
+def _hub_backbone(value: str, info: ValidationInfo) -> str:
+    """`hub:NAME` as given; `hub:FOLDER` with the folder made absolute and checked."""
+    preset = hub.preset_of(value)
+    if not preset:
+        raise ValueError("expected hub:PRESET_NAME or hub:FOLDER (a KerasHub preset); got hub:")
+    if "://" in preset:
+        return hub.PREFIX + preset
+    folder = resolve_path(Path(preset), info)  # a bare name: a folder beside the config first
+    if not (hub.looks_like_folder(preset) or folder.is_dir()):
+        return hub.PREFIX + preset
+    hub.read_folder_config(folder)
+    return hub.PREFIX + str(folder)
 
 
 # ----------------------------------------------------------------------------------------------

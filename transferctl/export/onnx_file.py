@@ -36,13 +36,19 @@ def write(
     tf = runtime.tf()
     tf2onnx = _tf2onnx()
     spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT)
+    _constant_tensors_as_arrays(model)
 
     @tf.function(input_signature=[spec])
     def classify(image: Any) -> dict[str, Any]:
         return {OUTPUT: model(resize_by_matmul(image, image_size), training=False)}
 
     with captured_native_output():
-        proto, _ = tf2onnx.convert.from_function(classify, input_signature=[spec], opset=OPSET)
+        proto, _ = tf2onnx.convert.from_function(
+            classify,
+            input_signature=[spec],
+            opset=OPSET,
+            custom_op_handlers={"Erfc": (_erfc_as_erf, [])},
+        )
     onnx = extras.load("onnx", "onnx")
     try:  # tf2onnx leaves an op it cannot convert in the graph and only logs it
         onnx.checker.check_model(proto)
@@ -98,6 +104,32 @@ def _tf2onnx() -> Any:
     else:
         patch_tf2onnx()
     return tf2onnx
+
+
+def _constant_tensors_as_arrays(model: Any) -> None:
+    """Layers' constant eager tensors (a KerasHub ViT's `position_ids`) as numpy arrays.
+
+    Traced, a captured tensor becomes an input of the function, which tf2onnx leaves as a
+    required graph input ("Required inputs ... are missing"); an array becomes a constant.
+    """
+    tf = runtime.tf()
+    for layer in model._flatten_layers(include_self=False):
+        for key, value in list(vars(layer).items()):
+            constant = isinstance(value, tf.Tensor) and not isinstance(value, tf.Variable)
+            if constant and hasattr(value, "numpy"):  # eager, not a symbolic graph tensor
+                object.__setattr__(layer, key, value.numpy())
+
+
+def _erfc_as_erf(graph: Any, node: Any, name: str, args: Any) -> None:
+    """`Erfc(x)` as `1 - Erf(x)`: ONNX has no Erfc, and TensorFlow's exact GELU (a KerasHub
+    ViT's MLP) computes with it."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(graph.get_dtype(node.input[0]))
+    erf = graph.make_node("Erf", [node.input[0]])
+    one = graph.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=dtype))
+    node.type = "Sub"
+    graph.replace_inputs(node, [one.output[0], erf.output[0]])
 
 
 def _name_dimensions(proto: Any) -> None:

@@ -1,6 +1,7 @@
 """Build a `keras.applications` backbone and load its starting weights.
 
 `weights` is `imagenet` (Keras's download and cache, bounded and explained offline), `none`,
+`preset` (a KerasHub backbone's own weights, `model/hub.py`),
 a `.weights.h5`/`.h5` file, a `.keras` file, or a transferctl run directory (its trained
 backbone). Loading a file or run never needs the network.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from transferctl import runtime
+from transferctl.config import hub
 from transferctl.config.backbones import BackboneSpec
 from transferctl.errors import UserError
 from transferctl.files import bounded_yaml
@@ -25,6 +27,13 @@ def build_backbone(
     spec: BackboneSpec, image_size: tuple[int, int], weights: str, *, safe_mode: bool = True
 ) -> Any:
     """The backbone without its classifier, with `weights` loaded."""
+    if spec.family == hub.FAMILY:  # a KerasHub preset (model/hub.py)
+        from transferctl.model.hub import build_hub_backbone
+
+        backbone = build_hub_backbone(spec, image_size, weights)
+        if weights not in ("preset", "none"):
+            load_backbone_weights(backbone, spec, Path(weights), safe_mode=safe_mode)
+        return backbone
     keras = runtime.keras()
     constructor = getattr(keras.applications, spec.keras_name)
     kwargs: dict[str, Any] = {

@@ -20,6 +20,7 @@ from typing import Any
 
 from transferctl import files, runtime
 from transferctl.errors import UserError, first_line
+from transferctl.runtime import hub_fixes
 
 DAMAGED_FIX = "pass a .keras file saved by transferctl (a damaged file: train again)"
 
@@ -78,7 +79,9 @@ def load_model_file(
     keras = runtime.keras()
     try:
         with runtime.quiet_native_stderr():
-            return keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
+            model = keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
+        hub_fixes.fix_vit_layer_configs()  # a KerasHub ViT in it saves loadably again
+        return model
     except Exception as error:  # noqa: BLE001 - a damaged or foreign file is the user's input
         if explain is None:
             raise
