@@ -78,6 +78,8 @@ def _summary(plan: Plan) -> Table:
         f"{head.pooling} pooling, hidden {list(head.hidden)}, dropout {head.dropout:g}; "
         f"init {plan.head_init} ({plan.head_init_reason})",
     )
+    if plan.lora is not None:
+        table.add_row("lora", plan.lora)
     return table
 
 

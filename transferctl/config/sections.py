@@ -24,6 +24,7 @@ from transferctl.config.fields import (
     resolve_path,
     run_reference,
 )
+from transferctl.config.lora import Lora
 from transferctl.rundir import layout
 
 # ----------------------------------------------------------------------------------------------
@@ -212,6 +213,8 @@ class Model(Section):
     recommends)."""
     head: Head = Head()
     """The classifier on top of the backbone."""
+    lora: Lora | None = None
+    """Low-rank adapters on the backbone, e.g. `{rank: 8, alpha: 16}`; null: none."""
 
     @field_validator("freeze", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ from typing import Any
 
 from transferctl import runtime
 from transferctl.config.backbones import BackboneSpec
-from transferctl.config.schema import Head
+from transferctl.config.schema import Head, Lora
 from transferctl.model.backbone import build_backbone
 from transferctl.model.preprocess import BackbonePreprocess, preprocess_layer
 
@@ -26,6 +26,7 @@ def build_classifier(
     *,
     safe_mode: bool = True,
     legacy: bool = False,
+    lora: Lora | None = None,
 ) -> tuple[Any, Any]:
     """The model and its backbone (a nested layer named `backbone`).
 
@@ -40,10 +41,16 @@ def build_classifier(
     Args:
         legacy: build the 0.1 layout (the `BackbonePreprocess` layer, no `feature_norm`), to
             resume a run whose checkpoint holds it (`preprocess.is_legacy_checkpoint`).
+        lora: low-rank adapters on the backbone (`model/lora.py`), after its weights load.
+            Defaults to `None`: none.
     """
     keras = runtime.keras()
     layers = keras.layers
     backbone = build_backbone(spec, image_size, weights, safe_mode=safe_mode)
+    if lora is not None:
+        from transferctl.model.lora import enable
+
+        enable(backbone, lora)
     inputs = keras.Input((image_size[0], image_size[1], 3), name=INPUT_NAME)
     if legacy:
         x = BackbonePreprocess(spec.preprocess, name=PREPROCESS_NAME)(inputs)

@@ -22,6 +22,7 @@ from transferctl import runtime
 from transferctl.config.schema import Freeze
 from transferctl.errors import UserError, quote
 from transferctl.model.classifier import FEATURE_NORM_NAME
+from transferctl.model.lora import restrict_to_adapters
 from transferctl.model.preprocess import LAYER_NAME as PREPROCESS_LAYER_NAME
 
 LAYER_NAMES_HINT = (
@@ -142,6 +143,7 @@ def apply_freeze(
             layer.trainable = True  # the head; the preprocessing constants never train
     # feature_norm stays frozen, in inference mode: it standardises with the statistics set
     # from the features, not each batch's (per replica under tf.distribute)
+    restrict_to_adapters(backbone)  # model.lora: in the training layers, only the adapters
     return FreezeReport(
         frozen_layers=len(frozen),
         trainable_layers=len(backbone.layers) - len(frozen),

@@ -105,7 +105,7 @@ def estimate(config: Config, steps: int = PROBE_STEPS) -> list[PhaseEstimate]:
     data = load_data(config.data, config.seed)
     spec = backbones.get(config.model.backbone)
     model, backbone = build_classifier(
-        spec, config.image_size, "none", config.model.head, data.num_classes
+        spec, config.image_size, "none", config.model.head, data.num_classes, lora=config.model.lora
     )
     probe = probe_batch(config, activation_bytes(model), data.batch_size)
     scale = data.batch_size / probe  # times of a probe batch -> times of a configured batch

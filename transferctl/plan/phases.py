@@ -95,6 +95,7 @@ class Plan:
     lr_schedule: str
     phases: list[PhasePlan]
     layers: list[LayerPlan]
+    lora: str | None = None  # model.lora: where the adapters go and what they hold
 
 
 def make_plan(config: Config) -> Plan:
@@ -108,6 +109,7 @@ def make_plan(config: Config) -> Plan:
     from transferctl.model.classifier import build_classifier
     from transferctl.model.freezing import check_freezes
     from transferctl.model.head_init import resolve_head_init
+    from transferctl.model.lora import adapter_params
 
     spec = backbones.get(config.model.backbone)
     weights = config.model.weights
@@ -117,7 +119,7 @@ def make_plan(config: Config) -> Plan:
         _check_run_backbone(Path(weights), spec)  # as finetune will, before loading
     class_names = planned_class_names(config.data)
     model, backbone = build_classifier(
-        spec, config.image_size, "none", config.model.head, len(class_names)
+        spec, config.image_size, "none", config.model.head, len(class_names), lora=config.model.lora
     )
     check_freezes(backbone, config.model.freeze, [phase.freeze for phase in config.train.phases])
     phases: list[PhasePlan] = []
@@ -131,7 +133,7 @@ def make_plan(config: Config) -> Plan:
         name=config.name or "run",
         backbone=spec.name,
         backbone_layers=len(backbone.layers),
-        backbone_params=int(backbone.count_params()),
+        backbone_params=int(backbone.count_params()) - adapter_params(backbone),
         image_size=config.image_size,
         weights=config.model.weights,
         num_classes=len(class_names),
@@ -142,6 +144,22 @@ def make_plan(config: Config) -> Plan:
         lr_schedule=config.train.lr_schedule,
         phases=phases,
         layers=_layer_plans(backbone, trains),
+        lora=_lora_summary(config, backbone),
+    )
+
+
+def _lora_summary(config: Config, backbone: Any) -> str | None:
+    from transferctl.model.lora import adapted_layers, adapter_params
+
+    lora = config.model.lora
+    if lora is None:
+        return None
+    layers = adapted_layers(backbone)
+    alpha = lora.alpha if lora.alpha is not None else lora.rank
+    return (
+        f"rank {lora.rank}, alpha {alpha:g} on {len(layers)} Dense/EinsumDense layers "
+        f"({adapter_params(backbone):,} adapter parameters): in the backbone layers a phase "
+        "trains, only the adapters train; model.keras holds them merged"
     )
 
 

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from transferctl import runtime
 from transferctl.config import backbones
+from transferctl.config.schema import Config
 from transferctl.data import DataBundle, load_data
 from transferctl.errors import shown
 from transferctl.rundir import layout as rundir
@@ -66,7 +67,7 @@ def _train(opening: lifecycle.Opening) -> RunResult:
             teacher=teacher,
         )
     model = without_legacy_layer(model)  # a resumed 0.1 run too ends with a portable model
-    opening.save_model(path, model)
+    opening.save_model(path, _without_adapters(config, data, model))  # model.lora: merged
     metrics = final_metrics(model, data)
     if result.kept is not None:
         metrics["kept"] = result.kept
@@ -115,9 +116,23 @@ def _build(opening: lifecycle.Opening, data: DataBundle) -> tuple[Any, Any]:
         data.num_classes,
         safe_mode=not opening.unsafe,
         legacy=legacy,
+        lora=config.model.lora,
     )
     check_freezes(backbone, config.model.freeze, [phase.freeze for phase in config.train.phases])
     return model, backbone
+
+
+def _without_adapters(config: Config, data: DataBundle, model: Any) -> Any:
+    """`model`, or with `model.lora` the same model built without LoRA, adapters merged."""
+    from transferctl.model.classifier import build_classifier
+    from transferctl.model.lora import merged_copy
+
+    def plain() -> Any:
+        spec = backbones.get(config.model.backbone)
+        head = config.model.head
+        return build_classifier(spec, config.image_size, "none", head, data.num_classes)[0]
+
+    return merged_copy(model, plain)
 
 
 def _announce(
