@@ -16,7 +16,10 @@ def run(layers_of: str | None) -> None:
     if layers_of is not None:
         _print_layers(console, layers_of)
         return
-    table = Table(title="keras.applications backbones (without the ImageNet classifier)")
+    table = Table(
+        title="keras.applications backbones (without the ImageNet classifier)",
+        caption="also hub:PRESET_OR_DIR: a KerasHub backbone (extra \\[hub]; docs/hub.md)",
+    )
     table.add_column("backbone")
     table.add_column("keras name")
     table.add_column("native size", justify="right")
@@ -38,7 +41,10 @@ def run(layers_of: str | None) -> None:
 
 
 def _print_layers(console: Console, name: str) -> None:
-    spec = backbones.find(name)
+    try:
+        spec = backbones.find(name)
+    except ValueError as error:  # hub:FOLDER that is no preset folder
+        raise UserError("--layers", str(error), "pass a KerasHub preset name or folder") from None
     if spec is None:
         raise UserError(
             "--layers", f"unknown backbone {name!r}", "run `transferctl backbones` for the names"
