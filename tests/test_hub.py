@@ -122,12 +122,18 @@ def test_model_keras_loads_with_keras_and_keras_hub_alone(hub_run: dict[str, Any
 def test_without_the_extra_a_hub_backbone_fails_in_one_line(
     hub_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in [name for name in sys.modules if name.startswith("keras_hub.")]:
+        monkeypatch.delitem(sys.modules, name)  # Keras imports these to load a hub model
     monkeypatch.setitem(sys.modules, "keras_hub", None)  # `import keras_hub` raises ImportError
     result = CliRunner().invoke(app, ["plan", str(hub_run["config"])])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model.backbone: KerasHub backbones")
     assert "pip install 'transferctl[hub]'" in lines[0]
+    result = CliRunner().invoke(app, ["evaluate", str(hub_run["run"])])  # a hub run's model.keras
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "holds KerasHub layers" in line and "pip install 'transferctl[hub]'" in line
 
 
 def test_an_uncached_preset_offline_fails_fast_naming_the_cache_folder(

@@ -83,9 +83,22 @@ def load_model_file(
         hub_fixes.fix_vit_layer_configs()  # a KerasHub ViT in it saves loadably again
         return model
     except Exception as error:  # noqa: BLE001 - a damaged or foreign file is the user's input
+        if _needs_keras_hub(error):
+            raise UserError(
+                str(path),
+                "holds KerasHub layers (a hub: backbone) and keras-hub is not installed",
+                "pip install 'transferctl[hub]'",
+            ) from None
         if explain is None:
             raise
         raise explain(LoadFailure(path, error)) from None
+
+
+def _needs_keras_hub(error: Exception) -> bool:
+    """Keras could not deserialise a `keras_hub` layer because KerasHub cannot be imported."""
+    import importlib.util
+
+    return "'module': 'keras_hub." in str(error) and importlib.util.find_spec("keras_hub") is None
 
 
 def classifier_problem(model: Any, class_count: int | None = None) -> str | None:
