@@ -154,8 +154,19 @@ def test_an_uncached_preset_offline_fails_fast_naming_the_cache_folder(
     assert "hub:FOLDER" in line
 
 
-def test_hub_config_mistakes_are_one_line(tmp_path: Path, cli: Any) -> None:
-    """A folder that is no preset, and `preset` weights for a keras.applications backbone."""
+def test_hub_config_mistakes_are_one_line(
+    hub_run: dict[str, Any], tmp_path: Path, cli: Any
+) -> None:
+    """A folder that is no preset, a size the ViT's patches do not tile, and `preset` weights
+    for a keras.applications backbone: `validate` says so without TensorFlow."""
+    config = write_config(
+        tmp_path / "b.yaml",
+        tiny_config(model={"backbone": f"hub:{hub_run['preset']}"}, data={"image_size": [36, 36]}),
+    )
+    result = cli("validate", config)
+    assert result.exit_code == 2
+    assert "data.image_size: [36, 36] is not a multiple of the patch size" in result.output
+    assert "use e.g. [32, 32]" in result.output
     (tmp_path / "empty").mkdir()
     config = write_config(tmp_path / "c.yaml", tiny_config(model={"backbone": "hub:./empty"}))
     result = cli("validate", config)

@@ -42,7 +42,8 @@ def splits_leave_training_data(config: Config) -> Iterator[UserError]:
 
 
 def image_size_fits_backbone(config: Config) -> Iterator[UserError]:
-    """`data.image_size` is at least the smallest input Keras builds the backbone at."""
+    """`data.image_size` is at least the smallest input Keras builds the backbone at (and a
+    multiple of a KerasHub ViT's patch size)."""
     spec = backbones.get(config.model.backbone)
     if config.data.image_size is not None and min(config.data.image_size) < spec.min_size:
         yield UserError(
@@ -50,6 +51,14 @@ def image_size_fits_backbone(config: Config) -> Iterator[UserError]:
             f"{list(config.data.image_size)} is too small for {spec.name}, which needs at least "
             f"{spec.min_size}x{spec.min_size}",
             f"use at least [{spec.min_size}, {spec.min_size}]",
+        )
+    size, patch = config.data.image_size, spec.min_size  # a hub ViT's minimum: its patch size
+    if spec.family == hub.FAMILY and size is not None and any(side % patch for side in size):
+        fitted = [max(side // patch, 1) * patch for side in size]
+        yield UserError(
+            "data.image_size",
+            f"{list(size)} is not a multiple of the patch size of {spec.name} ({patch})",
+            f"use e.g. {fitted}",
         )
 
 

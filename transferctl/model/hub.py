@@ -75,11 +75,14 @@ def build_hub_backbone(spec: BackboneSpec, image_size: tuple[int, int], weights:
                 preset, load_weights=load_weights, **overrides
             )
         except (ValueError, TypeError) as error:
+            sized = not load_weights and "divisible" in str(error)
             raise UserError(
-                "model.backbone" if load_weights else "data.image_size",
+                "data.image_size" if sized else "model.backbone",
                 f"cannot build the KerasHub backbone {preset} at {list(image_size)}: "
-                f"{_first_line(error)}",
-                "check the preset name (keras_hub.models.Backbone.presets) and the image size",
+                f"{_first_line(error).rstrip('.')}",
+                "use a multiple of the patch size"
+                if sized
+                else "check the preset name (keras_hub.models.Backbone.presets) or folder",
             ) from None
         scale, offset = _pixel_scaling(keras_hub, preset)
     _check_input_size(source, image_size, preset)
