@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from results import modern
+
 if TYPE_CHECKING:
     from results.run import Run
 
@@ -85,6 +87,7 @@ class Table:
                 PROBE: metrics.get("linear_probe", {}).get("test", {}).get("accuracy"),
                 TEACHER: metrics.get("teacher", {}).get("test", {}).get("accuracy"),
             }
+            found[modern.TTA] = modern.tta_accuracy(folder)
             for metric, value in found.items():
                 if value is not None:
                     self.values.setdefault((run.kind, metric), {})[run.seed] = 100.0 * value
@@ -162,6 +165,18 @@ def findings(table: Table) -> list[str]:
             ],
         ),
     ]
+    finetune_row = Row("fine-tuned", "finetune")
+    modern_rows = [Row(f"+ {part}", f"recipe-{part}") for part in modern.RECIPE]
+    modern_rows += [
+        Row("LoRA rank 4", "lora"),
+        Row("fine-tuned with --tta", "finetune", modern.TTA),
+    ]
+    parts.append(
+        (
+            "(e) the recipe and LoRA, against fine-tuning",
+            [(row, finetune_row) for row in modern_rows],
+        )
+    )
     lines = []
     for title, pairs in parts:
         measured = [(one, other) for one, other in pairs if table.get(one) and table.get(other)]
@@ -446,6 +461,7 @@ def write(
         "",
         "![test accuracy by method](methods.png)",
         "",
+        *modern.section(table, folders),
         "## What helps and what does not",
         "",
         "Computed from the tables, seed by seed (each comparison uses the same splits and the "

@@ -34,7 +34,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `results` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results import report  # noqa: E402
+from results import modern, report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent
 REPO = RESULTS.parent
@@ -103,6 +103,15 @@ def plan(seeds: Sequence[int] = SEEDS, known: bool = True) -> list[Run]:
             Run(f"ae-lpft-s{seed}", "ae-lpft", seed, "results/lpft.yaml", from_encoder,
                 (encoder,)),
         ]  # fmt: skip
+        runs += [
+            Run(f"recipe-{part}-s{seed}", f"recipe-{part}", seed, "results/finetune.yaml",
+                (*from_source, *sets), (source,))
+            for part, sets in modern.RECIPE.items()
+        ]  # fmt: skip
+        runs.append(
+            Run(f"lora-s{seed}", "lora", seed, "results/finetune.yaml",
+                (*from_source, *modern.LORA), (source,))
+        )  # fmt: skip
         if known:
             classes = f"data.classes={KNOWN_CLASSES}"
             runs += [
@@ -363,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         _record(runs_dir, invocation)
     folders = finished_runs(runs, runs_dir, override)
+    if not args.report_only:
+        modern.evaluate_with_tta(folders)
     report.write(
         args.out,
         runs,

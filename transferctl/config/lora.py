@@ -11,10 +11,10 @@ from transferctl.config.fields import PositiveFinite, Section
 
 
 class Lora(Section):
-    """Low-rank adapters (LoRA, Hu et al. 2021) on the backbone's Dense and EinsumDense layers,
-    through Keras's own `layer.enable_lora(rank)`: in the backbone layers a phase's freeze spec
-    trains, only the adapters train (with the head); model.keras and every export hold them
-    merged into the kernels, as plain layers."""
+    """Low-rank adapters (LoRA, Hu et al. 2021) on the backbone's Dense and EinsumDense layers
+    (or its convolutions), through Keras's own `layer.enable_lora(rank)`: in the backbone layers
+    a phase's freeze spec trains, only the adapters train (with the head); model.keras and every
+    export hold them merged into the kernels, as plain layers."""
 
     rank: Annotated[int, Field(gt=0)] = 8
     """The adapters' rank r: a kernel W [in, out] computes as W + (alpha / r) * A [in, r] @ B
@@ -23,8 +23,9 @@ class Lora(Section):
     """The scale's numerator; null: the rank (a scale of 1)."""
     target: str = "auto"
     """`auto`: every Dense and EinsumDense layer in the backbone (a ViT's attention projections
-    and MLP); else a regular expression matched (`re.search`) against each such layer's path,
-    e.g. `query|value`."""
+    and MLP), or every Conv1D/2D/3D layer of a backbone with none (a CNN; Keras has no LoRA for
+    depthwise convolutions); else a regular expression matched (`re.search`) against the paths
+    of both kinds, e.g. `query|value`."""
 
     @field_validator("target", mode="after")
     @classmethod

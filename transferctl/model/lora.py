@@ -1,10 +1,11 @@
 """Low-rank adapters (`model.lora`) through Keras's own `enable_lora`, merged for saving.
 
-Keras 3.15's `Dense.enable_lora(rank, lora_alpha)` (and `EinsumDense`'s) adds `lora_kernel_a`
-[in, r] (He-uniform) and `lora_kernel_b` [r, out] (zeros: the model starts unchanged), computes
-with `kernel + (alpha / r) * A @ B` (the `kernel` property) and freezes the raw kernel. It does not
-freeze the bias, and setting `layer.trainable` again (every phase does) makes the raw kernel
-trainable again; Keras has no way back to a plain layer. So:
+Keras 3.15's `Dense.enable_lora(rank, lora_alpha)` (and `EinsumDense`'s and the convolutions')
+adds `lora_kernel_a` [..., in, r] (He-uniform) and `lora_kernel_b` [r, out] (zeros: the model
+starts unchanged), computes with `kernel + (alpha / r) * A @ B` (the `kernel` property) and
+freezes the raw kernel (depthwise, separable and transposed convolutions have no LoRA in Keras).
+It does not freeze the bias, and setting `layer.trainable` again (every phase does) makes the raw
+kernel trainable again; Keras has no way back to a plain layer. So:
 
 - `enable` puts adapters on the target layers of the backbone once, when the model is built;
 - `restrict_to_adapters` (called by `freezing.apply_freeze` after every freeze) leaves, in the
@@ -34,16 +35,31 @@ ADAPTER_NAMES = ("lora_kernel_a", "lora_kernel_b")
 
 
 def target_layers(backbone: Any, target: str) -> list[Any]:
-    """The backbone's Dense and EinsumDense layers (nested ones too) that `target` selects."""
+    """The backbone's layers (nested ones too) that `target` selects: `auto` is every Dense and
+    EinsumDense layer, or every convolution when there is none (a CNN); a pattern picks among
+    both kinds by path."""
     layers = runtime.keras().layers
-    kinds = (layers.Dense, layers.EinsumDense)
-    found = [
-        layer for layer in backbone._flatten_layers(include_self=False) if isinstance(layer, kinds)
+    every = list(backbone._flatten_layers(include_self=False))
+    dense = [layer for layer in every if isinstance(layer, (layers.Dense, layers.EinsumDense))]
+    convolutions = [
+        layer for layer in every if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D))
     ]
     if target == "auto":
-        return found
+        return dense or convolutions
     pattern = re.compile(target)
-    return [layer for layer in found if pattern.search(layer.path)]
+    return [layer for layer in dense + convolutions if pattern.search(layer.path)]
+
+
+def kinds(layers: list[Any]) -> str:
+    """What the adapted layers are, for the plan: e.g. "12 Dense/EinsumDense layers"."""
+    convolutions = sum("Conv" in type(layer).__name__ for layer in layers)
+    parts = [
+        f"{count} {name}"
+        for count, name in ((len(layers) - convolutions, "Dense/EinsumDense layers"),
+                            (convolutions, "convolutions"))
+        if count
+    ]  # fmt: skip
+    return " and ".join(parts) or "no layer"
 
 
 def enable(backbone: Any, lora: Lora) -> list[str]:
@@ -56,9 +72,9 @@ def enable(backbone: Any, lora: Lora) -> list[str]:
     if not chosen:
         raise UserError(
             "model.lora.target",
-            f"{lora.target!r} selects none of the backbone's Dense or EinsumDense layers "
-            f"({len(target_layers(backbone, 'auto'))} in all)",
-            "LoRA adapts Dense/EinsumDense layers (a ViT: model.backbone: hub:...); "
+            f"{lora.target!r} selects none of the backbone's Dense, EinsumDense or convolution "
+            "layers",
+            "LoRA adapts Dense, EinsumDense and Conv1D/2D/3D layers (not depthwise ones); "
             "`transferctl plan CONFIG --layers` lists the layers",
         )
     alpha = lora.alpha if lora.alpha is not None else lora.rank

@@ -149,7 +149,7 @@ def make_plan(config: Config) -> Plan:
 
 
 def _lora_summary(config: Config, backbone: Any) -> str | None:
-    from transferctl.model.lora import adapted_layers, adapter_params
+    from transferctl.model.lora import adapted_layers, adapter_params, kinds
 
     lora = config.model.lora
     if lora is None:
@@ -157,7 +157,7 @@ def _lora_summary(config: Config, backbone: Any) -> str | None:
     layers = adapted_layers(backbone)
     alpha = lora.alpha if lora.alpha is not None else lora.rank
     return (
-        f"rank {lora.rank}, alpha {alpha:g} on {len(layers)} Dense/EinsumDense layers "
+        f"rank {lora.rank}, alpha {alpha:g} on {kinds(layers)} "
         f"({adapter_params(backbone):,} adapter parameters): in the backbone layers a phase "
         "trains, only the adapters train; model.keras holds them merged"
     )
