@@ -257,6 +257,10 @@ LONGEST_FILES = (
     "test_distribution.py",
     "test_hostile.py",
     "test_distill.py",
+    "test_hub.py",
+    "test_report.py",
+    "test_recipe.py",
+    "test_lora.py",
 )
 
 

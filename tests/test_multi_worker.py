@@ -190,6 +190,7 @@ def test_two_workers_pretrain_one_run_directory(workers) -> None:  # type: ignor
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # a killed single run resumes in test_reliability; two workers train above
 def test_a_killed_worker_restarted_finishes_with_every_epoch_once(workers) -> None:  # type: ignore[no-untyped-def]
     group = workers(2, epochs=3)  # killed after epoch 1: two more to resume into
     group.start(0)

@@ -157,6 +157,7 @@ def test_a_run_of_the_old_version_resumes_evaluates_predicts_and_exports(
     assert exported.exit_code == 0, exported.output
 
 
+@pytest.mark.extended  # the old version's run above resumes, evaluates, predicts, exports
 def test_a_finished_run_of_the_old_version_still_loads_everywhere(
     tmp_path: Path, cli: Callable[..., Any], old_code_path: pytest.MonkeyPatch, image_folder: Path
 ) -> None:
