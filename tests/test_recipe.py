@@ -166,6 +166,7 @@ def test_evaluate_and_predict_with_tta(recipe_run: dict[str, Any], cli: Any) -> 
     def probabilities(*args: Any) -> list[dict[str, float]]:
         result = cli("predict", run, *args, "--top-k", "10", "--json")
         assert result.exit_code == 0, result.output
+        assert ("data.augment.flip: none" in result.stderr) == ("--tta" in args)
         lines = [json.loads(line) for line in result.stdout.splitlines()]
         return [{p["label"]: p["probability"] for p in line["predictions"]} for line in lines]
 

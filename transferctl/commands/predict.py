@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from transferctl.errors import EXIT_SKIPPED, UserError
+from transferctl.model.tta import flip_note as tta_note
 from transferctl.predict import (
     Prediction,
     Skipped,
@@ -41,8 +42,11 @@ def run(
     files = find_images(images, unreadable)  # before loading TensorFlow: a wrong path fails now
     notices = Console(stderr=True, soft_wrap=True, highlight=False)
     classifier = load_classifier(target, unsafe)
-    for note in classifier.notes:
-        notices.print(f"[yellow]note:[/] {note}")
+    notes = list(classifier.notes)
+    if tta and (flip := tta_note(classifier.trained_flip)) is not None:
+        notes.append(flip)
+    for note in notes:
+        notices.print(f"[yellow]note:[/] {escape(note)}")
     k = min(top_k, classifier.num_classes)
 
     rows: list[Prediction] = []

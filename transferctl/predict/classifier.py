@@ -64,6 +64,7 @@ class Classifier:
         self.image_size = image_size
         self.batch_size = batch_size
         self.notes = list(notes)
+        self.trained_flip: str | None = None  # a run's data.augment.flip (unknown otherwise)
 
     @property
     def num_classes(self) -> int:
@@ -157,7 +158,11 @@ def _run_directory(path: Path) -> Classifier:
     if not isinstance(batch_size, int) or batch_size < 1:
         batch_size = DEFAULT_BATCH_SIZE
     model = temperature.calibrated(load_keras_model(run.model), run.path)
-    return KerasClassifier(model, run.model, read_labels(run.labels), batch_size=batch_size)
+    classifier = KerasClassifier(model, run.model, read_labels(run.labels), batch_size=batch_size)
+    augment = data.get("augment") if isinstance(data, dict) else None
+    flip = augment.get("flip") if isinstance(augment, dict) else None
+    classifier.trained_flip = flip if isinstance(flip, str) else None
+    return classifier
 
 
 def _keras_file(path: Path) -> Classifier:
