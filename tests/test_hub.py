@@ -176,3 +176,29 @@ def test_hub_config_mistakes_are_one_line(
     result = cli("validate", config)
     assert result.exit_code == 2
     assert "model.weights: preset is the start of a hub: backbone" in result.output
+
+
+@pytest.mark.parametrize(
+    ("family", "build"),
+    [
+        # a class token and a distillation token before the 16 patches
+        ("deit", lambda s: keras_hub.models.DeiTBackbone(
+            image_shape=s, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16,
+            intermediate_dim=32)),
+        # 4 registers after the class token
+        ("dinov2", lambda s: keras_hub.models.DINOV2Backbone(
+            patch_size=8, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
+            num_register_tokens=4, image_shape=s, position_embedding_shape=s)),
+        # patches merged: 64 tokens on an 8x8 grid, not the 16x16 of its patch size 2
+        ("swin", lambda s: keras_hub.models.SwinTransformerBackbone(
+            image_shape=s, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4,
+            patch_size=2)),
+    ],
+)  # fmt: skip
+def test_other_vision_families_become_a_feature_map(
+    family: str, build: Any, tmp_path: Path, cli: Any
+) -> None:
+    build((32, 32, 3)).save_to_preset(str(tmp_path / family))
+    result = cli("plan", _hub_config(tmp_path, f"hub:{family}"), "--layers")
+    assert result.exit_code == 0, result.output
+    assert "token_grid" in result.output

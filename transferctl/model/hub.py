@@ -39,6 +39,7 @@ from transferctl.runtime import hub_fixes
 from transferctl.runtime.downloads import timeout_seconds
 
 BACKBONE_LAYER_NAME = "backbone"
+MAX_PREFIX_TOKENS = 8  # a class token, a distillation token, registers (DINOv2/v3: 4)
 RESCALING_NAME = "hub_rescaling"
 DEFAULT_SCALE = 1.0 / 255.0  # a preset without an image converter: pixels in [0, 1]
 
@@ -137,19 +138,27 @@ def _vit_blocks(source: Any, x: Any, image_size: tuple[int, int]) -> Any:
 
 
 def _feature_map(source: Any, x: Any, image_size: tuple[int, int]) -> Any:
-    """A token sequence `[batch, tokens, dim]` as a feature map `[batch, rows, cols, dim]`."""
+    """A token sequence `[batch, tokens, dim]` as a feature map `[batch, rows, cols, dim]`: the
+    grid of the patches (or, for a backbone that merges patches, like Swin, the square grid of
+    the tokens), after the leading tokens that are no patch (a class token, DeiT's distillation
+    token, DINOv2's registers) are dropped."""
     if len(x.shape) != 3:
         return x
     layers = runtime.keras().layers
     tokens, dim = int(x.shape[1]), int(x.shape[2])
-    patch = getattr(source, "patch_size", None)
-    if isinstance(patch, list | tuple):
-        grid = (image_size[0] // int(patch[0]), image_size[1] // int(patch[1]))
+    size = getattr(source, "patch_size", None)
+    patch: tuple[int, int] | None = None
+    if isinstance(size, list | tuple) and len(size) == 2:
+        patch = (int(size[0]), int(size[1]))
+    elif isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        patch = (size, size)
+    grids = [(image_size[0] // patch[0], image_size[1] // patch[1])] if patch else []
+    grids.append((math.isqrt(tokens), math.isqrt(tokens)))
+    for grid in grids:
+        extra = tokens - grid[0] * grid[1]
+        if 0 <= extra <= MAX_PREFIX_TOKENS:
+            break
     else:
-        side = math.isqrt(tokens - int(bool(getattr(source, "use_class_token", True))))
-        grid = (side, side)
-    extra = tokens - grid[0] * grid[1]
-    if extra < 0 or extra > 1:
         raise UserError(
             "model.backbone",
             f"the KerasHub backbone's output ({tokens} tokens) is not an image grid",
