@@ -13,12 +13,13 @@ import json
 import statistics
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from results.report import Table
+    from results.run import Run
 
 # a recipe part -> its --set values (the part's effect alone, then all of them together)
 RECIPE: dict[str, tuple[str, ...]] = {
@@ -34,12 +35,19 @@ TTA_KINDS = ("finetune", "recipe-all")  # evaluated again with --tta
 TTA = "tta"  # Table's metric: test accuracy with --tta (eval/test/metrics.json)
 
 
-def evaluate_with_tta(folders: Mapping[str, Path]) -> list[str]:
+def _folders(runs: Sequence[Run], folders: Mapping[str, Path], kinds: Sequence[str]) -> dict:
+    """The finished runs of `kinds`: name -> folder."""
+    return {
+        run.name: folders[run.name] for run in runs if run.kind in kinds and run.name in folders
+    }
+
+
+def evaluate_with_tta(runs: Sequence[Run], folders: Mapping[str, Path]) -> list[str]:
     """`transferctl evaluate RUN --split test --tta` on the finished TTA_KINDS runs that have no
     such evaluation yet; the names that failed."""
     failed = []
-    for name, folder in folders.items():
-        if name.rsplit("-s", 1)[0] not in TTA_KINDS or tta_accuracy(folder) is not None:
+    for name, folder in _folders(runs, folders, TTA_KINDS).items():
+        if tta_accuracy(folder) is not None:
             continue
         command = [sys.executable, "-m", "transferctl", "evaluate", str(folder)]
         done = subprocess.run(
@@ -60,13 +68,13 @@ def tta_accuracy(folder: Path) -> float | None:
     return metrics.get("accuracy") if metrics.get("tta") else None
 
 
-def cost(folders: Mapping[str, Path], kind: str) -> tuple[int | None, float | None]:
+def cost(
+    runs: Sequence[Run], folders: Mapping[str, Path], kind: str
+) -> tuple[int | None, float | None]:
     """A kind's trainable parameters (the last epoch's) and mean seconds per epoch, over its
     seeds' history.csv files."""
     params, seconds = None, []
-    for name, folder in folders.items():
-        if name.rsplit("-s", 1)[0] != kind:
-            continue
+    for folder in _folders(runs, folders, (kind,)).values():
         with (folder / "history.csv").open(encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
         if rows:
@@ -75,7 +83,7 @@ def cost(folders: Mapping[str, Path], kind: str) -> tuple[int | None, float | No
     return params, (statistics.mean(seconds) if seconds else None)
 
 
-def section(table: Table, folders: Mapping[str, Path]) -> list[str]:
+def section(table: Table, runs: Sequence[Run], folders: Mapping[str, Path]) -> list[str]:
     """The part's text and tables; nothing when none of its runs finished."""
     from results.report import Row, markdown_table, mean_std
 
@@ -111,7 +119,7 @@ def section(table: Table, folders: Mapping[str, Path]) -> list[str]:
         "|---|---|---|---|",
     ]
     for row in (finetune, lora):
-        params, seconds = cost(folders, row.kind)
+        params, seconds = cost(runs, folders, row.kind)
         shown = [f"{params:,}" if params else "–", f"{seconds:.2f}" if seconds else "–"]
         values = list(table.get(row).values())
         lines.append(f"| {row.label} | {mean_std(values)} | {shown[0]} | {shown[1]} |")

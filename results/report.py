@@ -461,7 +461,7 @@ def write(
         "",
         "![test accuracy by method](methods.png)",
         "",
-        *modern.section(table, folders),
+        *modern.section(table, runs, folders),
         "## What helps and what does not",
         "",
         "Computed from the tables, seed by seed (each comparison uses the same splits and the "

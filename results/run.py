@@ -373,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _record(runs_dir, invocation)
     folders = finished_runs(runs, runs_dir, override)
     if not args.report_only:
-        modern.evaluate_with_tta(folders)
+        modern.evaluate_with_tta(runs, folders)
     report.write(
         args.out,
         runs,

@@ -34,6 +34,11 @@ from transferctl.errors import UserError
 ADAPTER_NAMES = ("lora_kernel_a", "lora_kernel_b")
 
 
+def _convolutions() -> tuple[type, ...]:
+    layers = runtime.keras().layers
+    return (layers.Conv1D, layers.Conv2D, layers.Conv3D)
+
+
 def target_layers(backbone: Any, target: str) -> list[Any]:
     """The backbone's layers (nested ones too) that `target` selects: `auto` is every Dense and
     EinsumDense layer, or every convolution when there is none (a CNN); a pattern picks among
@@ -41,9 +46,7 @@ def target_layers(backbone: Any, target: str) -> list[Any]:
     layers = runtime.keras().layers
     every = list(backbone._flatten_layers(include_self=False))
     dense = [layer for layer in every if isinstance(layer, (layers.Dense, layers.EinsumDense))]
-    convolutions = [
-        layer for layer in every if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D))
-    ]
+    convolutions = [layer for layer in every if isinstance(layer, _convolutions())]
     if target == "auto":
         return dense or convolutions
     pattern = re.compile(target)
@@ -52,7 +55,7 @@ def target_layers(backbone: Any, target: str) -> list[Any]:
 
 def kinds(layers: list[Any]) -> str:
     """What the adapted layers are, for the plan: e.g. "12 Dense/EinsumDense layers"."""
-    convolutions = sum("Conv" in type(layer).__name__ for layer in layers)
+    convolutions = sum(isinstance(layer, _convolutions()) for layer in layers)
     parts = [
         f"{count} {name}"
         for count, name in ((len(layers) - convolutions, "Dense/EinsumDense layers"),
